@@ -1,0 +1,125 @@
+"""Shared geometry of the crowd-counting losses: cell positions, input checks, distances.
+
+Every loss compares a density map ``[h, w]`` at a stride ``s`` with head points given as
+``(x, y)`` = (column, row) in input-image (crop) pixels. The position of density cell
+``(i, j)`` (row ``i``, column ``j``) is one of:
+
+* ``"centre"``: the true cell centre ``((j + 1/2) s, (i + 1/2) s)`` (BL, DM-Count, L2);
+* ``"reference"``: ``((j + 1) s, (i + 1) s)``, the position GL's official code uses (it adds
+  half a cell twice). GL reproduces it by default so that published numbers can be reproduced.
+
+Cells are always enumerated row-major, so cell ``k = i * w + j``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "CELL_OFFSETS",
+    "cell_positions",
+    "check_batch",
+    "check_choice",
+    "check_positive",
+    "pairwise_squared_distances",
+]
+
+# Offset of a cell's position inside the cell, in units of the stride.
+CELL_OFFSETS = {"centre": 0.5, "reference": 1.0}
+
+
+def cell_positions(height: int, width: int, *, stride: float, offset: str = "centre") -> jnp.ndarray:
+    """Pixel positions of the cells of a density map, row-major.
+
+    Args:
+      height: number of rows ``h`` of the density map.
+      width: number of columns ``w`` of the density map.
+      stride: size of one cell in input pixels (``s``).
+      offset: ``"centre"`` for ``((j + 1/2) s, (i + 1/2) s)`` or ``"reference"`` for GL's
+        ``((j + 1) s, (i + 1) s)``.
+
+    Returns:
+      ``[h * w, 2]`` float32 array of ``(x, y)`` positions in input pixels; row ``k`` is cell
+      ``(k // w, k % w)``.
+    """
+    check_choice("offset", offset, CELL_OFFSETS)
+    shift = CELL_OFFSETS[offset]
+    xs = (np.arange(width, dtype=np.float32) + shift) * np.float32(stride)
+    ys = (np.arange(height, dtype=np.float32) + shift) * np.float32(stride)
+    grid_y, grid_x = np.meshgrid(ys, xs, indexing="ij")
+    return jnp.asarray(np.stack([grid_x.ravel(), grid_y.ravel()], axis=-1))
+
+
+def pairwise_squared_distances(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+    """Squared Euclidean distances ``‖a_i − b_j‖²`` computed from coordinate differences.
+
+    Differences (rather than the ``‖a‖² + ‖b‖² − 2⟨a, b⟩`` expansion) keep full float32
+    precision for the pixel-scale coordinates used here.
+
+    Args:
+      a: ``[n, 2]`` positions.
+      b: ``[m, 2]`` positions, same units as ``a``.
+
+    Returns:
+      ``[n, m]`` squared distances.
+    """
+    diff = a[:, None, :] - b[None, :, :]
+    return jnp.sum(diff * diff, axis=-1)
+
+
+def check_positive(name: str, value, *, allow_zero: bool = False) -> None:
+    """Raises ``ValueError`` unless the static hyper-parameter ``value`` is positive."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        expected = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be a finite {expected} number, got {value!r}")
+
+
+def check_choice(name: str, value, choices: Sequence[str] | dict) -> None:
+    """Raises ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        options = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {options}; got {value!r}")
+
+
+def check_batch(density, points, point_mask, *, loss: str) -> None:
+    """Checks the ranks and the agreement of the shapes of a batch.
+
+    Args:
+      density: ``[B, h, w]`` density maps.
+      points: ``[B, M, 2]`` head points, ``(x, y)`` in input pixels.
+      point_mask: ``[B, M]`` boolean, ``False`` marks padding.
+      loss: name of the calling loss, used in the error message.
+
+    Raises:
+      ValueError: naming the argument whose shape is wrong and what was expected.
+    """
+    density_shape = jnp.shape(density)
+    points_shape = jnp.shape(points)
+    mask_shape = jnp.shape(point_mask)
+    if len(density_shape) != 3:
+        raise ValueError(
+            f"{loss}: density must have shape [B, h, w], got shape {density_shape}"
+        )
+    if len(points_shape) != 3 or points_shape[-1] != 2:
+        raise ValueError(
+            f"{loss}: points must have shape [B, M, 2] ((x, y) in pixels), got shape {points_shape}"
+        )
+    if mask_shape != points_shape[:2]:
+        raise ValueError(
+            f"{loss}: point_mask must have shape [B, M] = {points_shape[:2]} to match points, "
+            f"got shape {mask_shape}"
+        )
+    if points_shape[0] != density_shape[0]:
+        raise ValueError(
+            f"{loss}: density and points disagree on the batch size: density has "
+            f"B={density_shape[0]}, points has B={points_shape[0]}"
+        )
+    if density_shape[1] < 1 or density_shape[2] < 1:
+        raise ValueError(f"{loss}: density must have at least one cell, got shape {density_shape}")
