@@ -238,40 +238,40 @@ def _divergence(residual, kind):
 
 def _image_terms(density, points, point_mask, hyper: _Hyper):
     """GL terms of one image: ``ot``, ``point``, ``pixel``, ``entropy``, ``total`` (scalars)."""
-    eps, rho = hyper.eps, hyper.rho
     has_points = jnp.any(point_mask)
     # An image without heads takes the reference's separate branch; the OT branch is still
-    # evaluated (with one fake head) so that both sides of the final `where` stay finite.
+    # evaluated (with one fake head at the origin) so that both sides of the final `where`
+    # stay finite and so do their gradients.
     solve_mask = point_mask.at[0].set(point_mask[0] | ~has_points)
     points = jnp.where(has_points, points, 0.0)
     f, g = _image_potentials(density, points, solve_mask, hyper)
-    _, _, alpha, beta, _, _, cost = _image_inputs(density, points, solve_mask, hyper)
+    terms = _terms_given_potentials(density, points, solve_mask, f, g, hyper)
+    empty = _empty_image_terms(density, hyper)
+    return {name: jnp.where(has_points, terms[name], empty[name]) for name in terms}
 
+
+def _terms_given_potentials(density, points, point_mask, f, g, hyper: _Hyper):
+    """GL terms of one image with at least one real point, for given constant potentials.
+
+    This is the part of GL that is differentiated: gradients reach ``density`` through ``α`` in
+    the OT term, through the plan (point and entropy terms) and through the pixel term.
+    """
+    eps, rho = hyper.eps, hyper.rho
+    _, _, alpha, beta, _, _, cost = _image_inputs(density, points, point_mask, hyper)
     ot = (rho + eps / 2.0) * (
         jnp.sum(alpha * (1.0 - jnp.exp(jnp.minimum(-f / rho, _MAX_EXPONENT))))
-        + jnp.sum(jnp.where(solve_mask, 1.0 - jnp.exp(jnp.minimum(-g / rho, _MAX_EXPONENT)), 0.0))
+        + jnp.sum(jnp.where(point_mask, 1.0 - jnp.exp(jnp.minimum(-g / rho, _MAX_EXPONENT)), 0.0))
     )
-    exponent = jnp.where(solve_mask[None, :], (f[:, None] + g[None, :] - cost) / eps, -jnp.inf)
+    exponent = jnp.where(point_mask[None, :], (f[:, None] + g[None, :] - cost) / eps, -jnp.inf)
     plan = jnp.exp(jnp.minimum(exponent, _MAX_EXPONENT)) * alpha[:, None] * beta[None, :]
-    point = jnp.sum(jnp.where(solve_mask, _divergence(plan.sum(axis=0) - 1.0, hyper.d_point), 0.0))
+    point = jnp.sum(jnp.where(point_mask, _divergence(plan.sum(axis=0) - 1.0, hyper.d_point), 0.0))
     pixel = jnp.sum(_divergence(lax.stop_gradient(plan.sum(axis=1)) - alpha, hyper.d_pixel))
     shifted = plan + 1e-20
-    num_real = jnp.sum(solve_mask)
-    entropy = jnp.sum(jnp.where(solve_mask[None, :], shifted * jnp.log(shifted), 0.0)) / (
-        alpha.size * num_real
+    entropy = jnp.sum(jnp.where(point_mask[None, :], shifted * jnp.log(shifted), 0.0)) / (
+        alpha.size * jnp.sum(point_mask)
     )
-
-    mass = jnp.abs(jnp.sum(density))
-    terms = {
-        "ot": jnp.where(has_points, ot, mass),
-        "point": jnp.where(has_points, point, mass),
-        "pixel": jnp.where(has_points, pixel, mass),
-        "entropy": jnp.where(has_points, entropy, 0.0),
-    }
-    terms["total"] = (
-        terms["ot"] + hyper.tau * (terms["pixel"] + terms["point"]) + hyper.blur * terms["entropy"]
-    )
-    return terms
+    total = ot + hyper.tau * (pixel + point) + hyper.blur * entropy
+    return {"ot": ot, "point": point, "pixel": pixel, "entropy": entropy, "total": total}
 
 
 def _empty_image_terms(density, hyper: _Hyper):

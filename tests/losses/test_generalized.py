@@ -1,0 +1,288 @@
+"""Tests of the Generalized Loss against the official implementation and its invariances."""
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+from jax.test_util import check_grads
+
+from gcc_jax.losses import generalized_loss, generalized_loss_potentials
+from gcc_jax.losses import _generalized
+
+PARAM_NAMES = ("cost", "scale", "blur", "reach", "scaling", "tau", "p", "d_point", "d_pixel")
+NUM_CASES = 7
+
+
+@pytest.fixture(scope="module")
+def reference(data_dir):
+    return dict(np.load(data_dir / "gl_reference.npz"))
+
+
+def case_inputs(reference, index):
+    key = f"case{index}/"
+    density = reference[key + "density"][None]
+    points = reference[key + "points"][None]
+    mask = np.ones(points.shape[:2], bool)
+    params = {name: reference[key + "param/" + name].item() for name in PARAM_NAMES}
+    params["crop_size"] = float(reference[key + "crop_size"])
+    return density, points, mask, params
+
+
+def potential_params(params):
+    return {k: v for k, v in params.items() if k not in ("tau", "d_point", "d_pixel")}
+
+
+def random_batch(seed, *, batch=3, size=16, crop=128, max_points=12, counts=(5, 0, 12)):
+    rng = np.random.default_rng(seed)
+    density = rng.uniform(0.0, 0.05, (batch, size, size)).astype(np.float32)
+    points = rng.uniform(0.0, crop, (batch, max_points, 2)).astype(np.float32)
+    mask = np.arange(max_points)[None, :] < np.asarray(counts)[:, None]
+    return density, points, mask
+
+
+@pytest.mark.parametrize("index", range(NUM_CASES))
+def test_matches_official_terms_and_gradient(reference, index):
+    density, points, mask, params = case_inputs(reference, index)
+    key = f"case{index}/out/"
+
+    def loss_fn(d):
+        return generalized_loss(d, points, mask, **params)
+
+    (loss, terms), grad = jax.value_and_grad(loss_fn, has_aux=True)(jnp.asarray(density))
+    names = {"emd": "ot", "point": "point", "pixel": "pixel", "entropy": "entropy", "total": "total"}
+    for ref_name, our_name in names.items():
+        np.testing.assert_allclose(terms[our_name][0], reference[key + ref_name], rtol=1e-4, atol=1e-7,
+                                   err_msg=our_name)
+    np.testing.assert_allclose(loss, reference[key + "total"], rtol=1e-4)
+    ref_grad = reference[key + "grad"]
+    np.testing.assert_allclose(grad[0], ref_grad, rtol=1e-4, atol=1e-4 * np.abs(ref_grad).max())
+
+
+@pytest.mark.parametrize("index", [i for i in range(NUM_CASES) if i != 1])
+def test_reference_potentials_match_official(reference, index):
+    density, points, mask, params = case_inputs(reference, index)
+    f, g = generalized_loss_potentials(density, points, mask, **potential_params(params))
+    key = f"case{index}/out/"
+    np.testing.assert_allclose(f[0], reference[key + "f"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(g[0], reference[key + "g"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("index", [0, 2, 3, 6])
+def test_converged_potentials_match_float64_solve(reference, index):
+    density, points, mask, params = case_inputs(reference, index)
+    f, g = generalized_loss_potentials(
+        density, points, mask, solver="converged", **potential_params(params)
+    )
+    key = f"case{index}/converged/"
+    np.testing.assert_allclose(f[0], reference[key + "f"], atol=1e-3)
+    np.testing.assert_allclose(g[0], reference[key + "g"], atol=1e-3)
+    # The reference schedule is not converged: the two solutions really differ.
+    f_ref, _ = generalized_loss_potentials(density, points, mask, **potential_params(params))
+    assert np.abs(np.asarray(f_ref) - np.asarray(f)).max() > 1e-2
+
+
+def test_converged_loss_is_finite_and_differentiable():
+    density, points, mask = random_batch(0)
+    grad = jax.grad(lambda d: generalized_loss(d, points, mask, crop_size=128, solver="converged")[0])(
+        jnp.asarray(density)
+    )
+    assert np.all(np.isfinite(grad))
+
+
+def test_empty_image_branch():
+    density, points, mask = random_batch(1, counts=(0, 0, 0))
+    loss, terms = generalized_loss(density, points, mask, crop_size=128, tau=0.3)
+    mass = density.sum(axis=(1, 2))
+    np.testing.assert_allclose(terms["ot"], mass, rtol=1e-6)
+    np.testing.assert_allclose(terms["total"], 1.6 * mass, rtol=1e-6)
+    np.testing.assert_allclose(loss, 1.6 * mass.mean(), rtol=1e-6)
+    grad = jax.grad(lambda d: generalized_loss(d, points, mask, crop_size=128, tau=0.3)[0])(density)
+    np.testing.assert_allclose(grad, np.full_like(density, 1.6 / 3), rtol=1e-6)
+
+
+def test_zero_point_slots():
+    density = np.ones((2, 4, 4), np.float32)
+    loss, terms = generalized_loss(density, np.zeros((2, 0, 2)), np.zeros((2, 0), bool), crop_size=32)
+    np.testing.assert_allclose(terms["total"], [19.2, 19.2], rtol=1e-6)
+
+
+def test_jit_equals_eager():
+    density, points, mask = random_batch(2)
+    kwargs = dict(crop_size=128, cost="exp")
+    jitted = jax.jit(lambda d, x, m: generalized_loss(d, x, m, **kwargs))(density, points, mask)
+    with jax.disable_jit():
+        eager = generalized_loss(density, points, mask, **kwargs)
+    np.testing.assert_allclose(jitted[0], eager[0], rtol=1e-5)
+    for name in eager[1]:
+        np.testing.assert_allclose(jitted[1][name], eager[1][name], rtol=1e-5, atol=1e-7)
+
+
+def test_batch_equals_loop_over_images():
+    density, points, mask = random_batch(3)
+    _, terms = generalized_loss(density, points, mask, crop_size=128)
+    for b in range(density.shape[0]):
+        count = int(mask[b].sum())
+        _, single = generalized_loss(
+            density[b:b + 1], points[b:b + 1, :count], mask[b:b + 1, :count], crop_size=128
+        )
+        for name in terms:
+            np.testing.assert_allclose(terms[name][b], single[name][0], rtol=1e-5, atol=1e-7)
+
+
+def test_padding_and_permutation_change_nothing():
+    density, points, mask = random_batch(4, counts=(5, 3, 12))
+
+    def value_and_grad(d, x, m):
+        return jax.value_and_grad(lambda a: generalized_loss(a, x, m, crop_size=128), has_aux=True)(d)
+
+    (loss, terms), grad = value_and_grad(density, points, mask)
+    # Extra padding rows, holding junk coordinates far outside the crop.
+    junk = np.full((3, 20, 2), 1e4, np.float32)
+    padded = value_and_grad(density, np.concatenate([points, junk], 1),
+                            np.concatenate([mask, np.zeros((3, 20), bool)], 1))
+    # Real points in another order (padding rows interleaved too).
+    perm = np.random.default_rng(0).permutation(points.shape[1])
+    permuted = value_and_grad(density, points[:, perm], mask[:, perm])
+    for (other_loss, other_terms), other_grad in (padded, permuted):
+        np.testing.assert_allclose(other_loss, loss, rtol=1e-5)
+        np.testing.assert_allclose(other_grad, grad, rtol=1e-4, atol=1e-6)
+        for name in terms:
+            np.testing.assert_allclose(other_terms[name], terms[name], rtol=1e-5, atol=1e-7)
+
+
+def test_cell_offset_centre_is_a_half_cell_shift():
+    # With a translation-invariant cost, moving the cells by -s/2 equals moving the points by +s/2.
+    density, points, mask = random_batch(5)
+    centre = generalized_loss(density, points, mask, crop_size=128, cost="exp", cell_offset="centre")
+    shifted = generalized_loss(density, points + 4.0, mask, crop_size=128, cost="exp")
+    reference = generalized_loss(density, points, mask, crop_size=128, cost="exp")
+    np.testing.assert_allclose(centre[1]["total"], shifted[1]["total"], rtol=1e-4)
+    assert not np.allclose(centre[1]["total"], reference[1]["total"], rtol=1e-4)
+
+
+def test_callable_cost_equals_named_cost():
+    density, points, mask = random_batch(6)
+    named = generalized_loss(density, points, mask, crop_size=128, cost="exp", scale=0.4)
+    custom = generalized_loss(density, points, mask, crop_size=128, cost=_generalized.exp_cost, scale=0.4)
+    np.testing.assert_allclose(custom[1]["total"], named[1]["total"], rtol=1e-6)
+
+
+EDGE_CASES = {
+    "zero density": (np.zeros((2, 8, 8)), [[10.0, 10.0], [30.0, 50.0]], [True, True]),
+    "all padding": (np.full((2, 8, 8), 0.01), [[10.0, 10.0], [30.0, 50.0]], [False, False]),
+    "one point": (np.full((2, 8, 8), 0.01), [[10.0, 10.0], [0.0, 0.0]], [True, False]),
+    "on and outside the border": (np.full((2, 8, 8), 0.01), [[0.0, 64.0], [-1.5, 65.5]], [True, True]),
+    "duplicate points": (np.full((2, 8, 8), 0.01), [[20.0, 20.0], [20.0, 20.0]], [True, True]),
+}
+
+
+@pytest.mark.parametrize("solver", ["reference", "converged"])
+@pytest.mark.parametrize("case", sorted(EDGE_CASES))
+def test_edge_cases_are_finite(case, solver):
+    density, pts, msk = EDGE_CASES[case]
+    density = jnp.asarray(density, jnp.float32)
+    points = jnp.broadcast_to(jnp.asarray(pts, jnp.float32), (2, 2, 2))
+    mask = jnp.broadcast_to(jnp.asarray(msk), (2, 2))
+    (loss, terms), grad = jax.value_and_grad(
+        lambda d: generalized_loss(d, points, mask, crop_size=64, solver=solver), has_aux=True
+    )(density)
+    assert np.isfinite(loss)
+    assert all(np.all(np.isfinite(v)) for v in terms.values())
+    assert np.all(np.isfinite(grad))
+
+
+def test_dense_crowd_is_finite():
+    rng = np.random.default_rng(7)
+    density = rng.uniform(0, 0.5, (1, 64, 64)).astype(np.float32)
+    points = rng.uniform(0, 512, (1, 4000, 2)).astype(np.float32)
+    mask = np.ones((1, 4000), bool)
+    (loss, _), grad = jax.value_and_grad(
+        lambda d: generalized_loss(d, points, mask, crop_size=512), has_aux=True
+    )(jnp.asarray(density))
+    assert np.isfinite(loss) and np.all(np.isfinite(grad))
+
+
+@pytest.mark.parametrize("cost", ["per", "exp"])
+@pytest.mark.parametrize("d_point", ["l1", "l2"])
+def test_gradient_given_potentials_matches_finite_differences(cost, d_point):
+    # GL differentiates its terms with the potentials F, G held constant. Check that gradient
+    # against central differences in float64 for the terms without a stop-gradient (the pixel
+    # term's stop-gradient makes it a different function; it has its own test below).
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(8)
+        density = jnp.asarray(rng.uniform(0.01, 0.1, (4, 4)))
+        points = jnp.asarray([[5.0, 7.0], [20.0, 25.0], [0.0, 0.0]])
+        mask = jnp.asarray([True, True, False])
+        hyper = _generalized._make_hyper(
+            density[None], points[None], mask[None], crop_size=32, stride=8, cost=cost, scale=0.6,
+            blur=0.01, reach=0.5, scaling=0.5, p=1.0, tau=0.1, d_point=d_point, d_pixel="l2",
+            solver="reference", cell_offset="reference", max_iterations=100, threshold=1e-5,
+        )  # fmt: skip
+        f, g = _generalized._image_potentials(density, points, mask, hyper)
+
+        @jax.jit
+        def differentiable_terms(d):
+            terms = _generalized._terms_given_potentials(d, points, mask, f, g, hyper)
+            return terms["ot"] + 0.1 * terms["point"] + 0.01 * terms["entropy"]
+
+        check_grads(differentiable_terms, (density,), order=1, modes=("rev",), atol=1e-6, rtol=1e-5)
+
+
+def test_pixel_term_gradient_treats_plan_marginal_as_constant():
+    with jax.enable_x64(True):
+        density = jnp.asarray(np.random.default_rng(9).uniform(0.01, 0.1, (1, 4, 4)))
+        points = jnp.asarray([[[5.0, 7.0], [20.0, 25.0]]])
+        mask = jnp.ones((1, 2), bool)
+        kwargs = dict(crop_size=32, tau=1.0, d_pixel="l2")
+        _, terms = generalized_loss(density, points, mask, **kwargs)
+        f, g = generalized_loss_potentials(density, points, mask, crop_size=32)
+        grad_pixel = jax.jit(jax.grad(
+            lambda d: generalized_loss(d, points, mask, **kwargs)[1]["pixel"].sum()
+        ))(density)
+        # d/dA Σ (sg(ΣΠ) − A)² = −2 (ΣΠ − A), with ΣΠ from the potentials.
+        hyper = _generalized._make_hyper(
+            density, points, mask, crop_size=32, stride=8, cost="per", scale=0.6, blur=0.01,
+            reach=0.5, scaling=0.5, p=1.0, tau=1.0, d_point="l1", d_pixel="l2",
+            solver="reference", cell_offset="reference", max_iterations=100, threshold=1e-5,
+        )  # fmt: skip
+        _, _, alpha, beta, _, _, cost = _generalized._image_inputs(density[0], points[0], mask[0], hyper)
+        plan = jnp.exp((f[0].reshape(-1)[:, None] + g[0][None, :] - cost) / 0.01) * alpha[:, None]
+        expected = -2.0 * (plan.sum(axis=1) - alpha)
+        np.testing.assert_allclose(grad_pixel[0].reshape(-1), expected, rtol=1e-6, atol=1e-12)
+        assert np.isfinite(terms["pixel"][0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(crop_size=-1), "crop_size"),
+        (dict(crop_size=64, stride=0), "stride"),
+        (dict(crop_size=64, cost="square"), "cost"),
+        (dict(crop_size=64, d_point="kl"), "d_point"),
+        (dict(crop_size=64, d_pixel="huber"), "d_pixel"),
+        (dict(crop_size=64, solver="exact"), "solver"),
+        (dict(crop_size=64, cell_offset="corner"), "cell_offset"),
+        (dict(crop_size=64, scaling=1.5), "scaling"),
+        (dict(crop_size=64, blur=0.0), "blur"),
+    ],
+)
+def test_bad_hyper_parameters_raise(kwargs, message):
+    density, points, mask = random_batch(10)
+    with pytest.raises(ValueError, match=message):
+        generalized_loss(density, points, mask, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "shapes, message",
+    [
+        (((3, 16), (3, 12, 2), (3, 12)), "density"),
+        (((3, 16, 16), (3, 12, 3), (3, 12)), "points"),
+        (((3, 16, 16), (3, 12, 2), (3, 11)), "point_mask"),
+        (((2, 16, 16), (3, 12, 2), (3, 12)), "batch size"),
+    ],
+)
+def test_bad_shapes_raise(shapes, message):
+    density, points, mask = (np.zeros(s) for s in shapes)
+    with pytest.raises(ValueError, match=message):
+        generalized_loss(density, points, mask.astype(bool), crop_size=64)
