@@ -1,0 +1,93 @@
+"""Crowd-counting data: TFDS builders for the raw data sets, a synthetic crowd source, and
+tf.data pipelines that yield numpy batches for JAX.
+
+Data sets, by name (:data:`DATASET_NAMES`):
+
+====================== ================ =========================== =======================
+name                   splits           stored                      default resize (pipeline)
+====================== ================ =========================== =======================
+shanghaitech/part_a    train, test      original images + points    none
+shanghaitech/part_b    train, test      original images + points    none
+ucf_qnrf               train, val, test original images + points    shorter side in [512, 2048]
+nwpu_crowd             train, val, test + boxes, luminance, level   shorter side in [512, 2048]
+jhu_crowd              train, val, test + box sizes, occlusion, …   shorter side in [512, 2048]
+synthetic_crowd        train, val, test generated from a seed       none
+====================== ================ =========================== =======================
+
+Building a real data set (once; or lazily on first use when ``manual_dir`` is given)::
+
+    python -m gcc_jax.data.build --dataset shanghaitech/part_a --manual_dir RAW --data_dir TFDS_DIR
+
+or :func:`build_dataset`. ``RAW`` is the folder the archive was unpacked into (each builder's
+``MANUAL_DOWNLOAD_INSTRUCTIONS`` gives the layout). Bad input (unreadable image, missing /
+empty / malformed annotation) fails naming the file, or is skipped with a warning with
+``on_bad_example="skip"``; points outside the image are dropped with a warning by default
+(``out_of_image=``); what was skipped or dropped is listed in ``builder.info.metadata``.
+
+Resizing happens in the pipelines, not in the builders, so the original resolution is never
+lost and the rule stays a parameter (``resize=``): see :mod:`gcc_jax.data.catalog`.
+
+Training — one epoch, reshuffled from ``(seed, epoch)``::
+
+    epoch = make_train_dataset("shanghaitech/part_a", crop_size=256, batch_size=8,
+                               max_points=2048, seed=0, epoch=e, data_dir=TFDS_DIR,
+                               process_index=jax.process_index(),
+                               process_count=jax.process_count())
+    len(epoch)            # batches this epoch (= train_steps_per_epoch(...))
+    for batch in epoch:   # dict of numpy arrays, b = batch_size // process_count
+        batch["image"]        # float32 [b, c, c, 3], ImageNet-normalised
+        batch["points"]       # float32 [b, M, 2], (x, y) crop pixels
+        batch["point_mask"]   # bool    [b, M]
+        batch["targets"]      # float32 [b, M], fraction of each head box in the crop, 0 = pad
+        batch["st_size"]      # float32 [b], min(H, W) of the source image after resizing
+        batch["num_points"]   # int32   [b], points in the crop before padding
+        batch["num_dropped"]  # int32   [b], points lost to max_points (also logged)
+
+Resume mid-epoch with ``skip_batches=k`` (same batches as the uninterrupted epoch from batch
+``k`` on). Images whose shorter side is below the crop are padded (``min_size_policy="pad"``)
+or upscaled (``"upscale"``).
+
+Evaluation — full images, each process a disjoint share (``p, p + P, …``)::
+
+    for batch in make_eval_dataset("ucf_qnrf", split="test", data_dir=TFDS_DIR):
+        batch["image"]       # float32 [b, H', W', 3], padded to multiples of 16
+        batch["image_hw"]    # int32 [b, 2] true (height, width) before padding
+        batch["count"]       # float32 [b] true count (NaN if unannotated)
+        batch["points"], batch["point_mask"]   # [b, M, 2], [b, M]
+        batch["boxes"]       # [b, M, 4] (x1, y1, x2, y2), NWPU and JHU only
+        batch["filename"], batch["scale"]      # bytes [b]; resize factor [b]
+
+Synthetic data (no download): ``name="synthetic_crowd"`` with ``synthetic={...}`` options
+(:class:`SyntheticCrowdOptions`: seed, height, width, num_train / num_val / num_test,
+min_people / max_people, empty_fraction, head radii, clutter, noise). Render examples with
+``python -m gcc_jax.data.render_synthetic --out DIR --num 8``.
+"""
+
+from gcc_jax.data._builder_base import BadExampleError
+from gcc_jax.data.build import build_dataset, load_builder
+from gcc_jax.data.catalog import DATASET_NAMES, DatasetSpec, get_spec
+from gcc_jax.data.ops import ResizeRule
+from gcc_jax.data.pipeline import (
+    EvalDataset,
+    TrainEpoch,
+    make_eval_dataset,
+    make_train_dataset,
+    train_steps_per_epoch,
+)
+from gcc_jax.data.synthetic import SyntheticCrowdOptions
+
+__all__ = [
+    "DATASET_NAMES",
+    "BadExampleError",
+    "DatasetSpec",
+    "EvalDataset",
+    "ResizeRule",
+    "SyntheticCrowdOptions",
+    "TrainEpoch",
+    "build_dataset",
+    "get_spec",
+    "load_builder",
+    "make_eval_dataset",
+    "make_train_dataset",
+    "train_steps_per_epoch",
+]

@@ -1,0 +1,132 @@
+"""Building (preparing) the TFDS data sets from their manual download directories.
+
+The one documented step before training on a real data set::
+
+    python -m gcc_jax.data.build --dataset shanghaitech/part_a \\
+        --manual_dir ~/data/ShanghaiTech --data_dir ~/tensorflow_datasets
+
+reads the raw archive layout (SPEC §7) from ``--manual_dir`` and writes the prepared
+``array_record`` files to ``--data_dir`` (TFDS's default ``~/tensorflow_datasets`` when
+omitted). ``make_train_dataset`` / ``make_eval_dataset`` call :func:`load_builder`, which builds
+lazily on first use when given ``manual_dir``. Options ``--on_bad_example skip`` and
+``--out_of_image {drop,raise,clip,keep}`` set the bad-input policy (see
+:class:`gcc_jax.data._builder_base.CrowdBuilder`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+import tensorflow_datasets as tfds
+
+# Importing the builder modules registers them with TFDS.
+from gcc_jax.data import jhu_crowd, nwpu_crowd, shanghaitech, ucf_qnrf  # noqa: F401
+from gcc_jax.data._builder_base import BAD_EXAMPLE_POLICIES, OUT_OF_IMAGE_POLICIES
+from gcc_jax.data.catalog import DATASETS, get_spec
+
+__all__ = ["build_dataset", "load_builder", "main"]
+
+_log = logging.getLogger(__name__)
+
+
+def _tfds_name(name: str) -> str:
+    spec = get_spec(name)
+    if spec.tfds_name is None:
+        raise ValueError(f"{name!r} is generated on the fly and needs no build step")
+    return spec.tfds_name
+
+
+def build_dataset(
+    name: str,
+    *,
+    manual_dir,
+    data_dir=None,
+    on_bad_example: str = "raise",
+    out_of_image: str = "drop",
+) -> tfds.core.DatasetBuilder:
+    """Prepares one data set from its raw files (a no-op if already prepared).
+
+    Args:
+      name: a real data set name (``"shanghaitech/part_a"``, ``"ucf_qnrf"``…).
+      manual_dir: the folder the archive was unpacked into (see the builder's
+        ``MANUAL_DOWNLOAD_INSTRUCTIONS``).
+      data_dir: where TFDS keeps prepared data (``None`` = TFDS's default).
+      on_bad_example: ``"raise"`` or ``"skip"``.
+      out_of_image: ``"drop"``, ``"raise"``, ``"clip"`` or ``"keep"``.
+
+    Returns:
+      The prepared ``tfds`` builder (``builder.info.metadata`` lists what was skipped,
+      dropped or ignored).
+    """
+    builder = tfds.builder(
+        _tfds_name(name), data_dir=data_dir, on_bad_example=on_bad_example, out_of_image=out_of_image
+    )
+    if builder.is_prepared():
+        _log.info("%s is already prepared in %s", name, builder.data_dir)
+        return builder
+    start = time.perf_counter()
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)),
+        file_format="array_record",
+    )
+    _log.info("Built %s in %.1f s into %s", name, time.perf_counter() - start, builder.data_dir)
+    return builder
+
+
+def load_builder(name: str, *, data_dir=None, manual_dir=None, allow_build: bool = True) -> tfds.core.DatasetBuilder:
+    """The prepared builder of ``name``, building it first if needed and allowed.
+
+    Args:
+      name: a real data set name.
+      data_dir: TFDS data directory (``None`` = TFDS's default).
+      manual_dir: raw files, needed only if the data set is not prepared yet.
+      allow_build: ``False`` refuses to build (e.g. in multi-process runs, where all
+        processes would race to write the same files).
+
+    Raises:
+      ValueError: not prepared and it cannot be built here (the message says how to build).
+    """
+    builder = tfds.builder(_tfds_name(name), data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    command = f"python -m gcc_jax.data.build --dataset {name} --manual_dir <raw files> --data_dir {builder.data_dir_root}"
+    if manual_dir is None:
+        raise ValueError(
+            f"{name} is not prepared in {builder.data_dir_root}; pass manual_dir=<folder with the raw "
+            f"files> to build it on first use, or run:\n  {command}\n{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}"
+        )
+    if not allow_build:
+        raise ValueError(f"{name} is not prepared in {builder.data_dir_root}; build it once before a multi-process run:\n  {command}")
+    return build_dataset(name, manual_dir=manual_dir, data_dir=data_dir)
+
+
+def main(argv=None) -> None:
+    """Command line: ``python -m gcc_jax.data.build --dataset NAME --manual_dir DIR [--data_dir DIR]``."""
+    real = [name for name, spec in DATASETS.items() if spec.tfds_name is not None]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, action="append", choices=real, help="repeat to build several")
+    parser.add_argument("--manual_dir", required=True, help="folder holding the unpacked raw archive")
+    parser.add_argument("--data_dir", default=None, help="TFDS data directory (default: ~/tensorflow_datasets)")
+    parser.add_argument("--on_bad_example", default="raise", choices=BAD_EXAMPLE_POLICIES)
+    parser.add_argument("--out_of_image", default="drop", choices=OUT_OF_IMAGE_POLICIES)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for name in args.dataset:
+        start = time.perf_counter()
+        builder = build_dataset(
+            name,
+            manual_dir=args.manual_dir,
+            data_dir=args.data_dir,
+            on_bad_example=args.on_bad_example,
+            out_of_image=args.out_of_image,
+        )
+        splits = ", ".join(f"{split}: {info.num_examples}" for split, info in builder.info.splits.items())
+        metadata = builder.info.metadata or {}
+        report = {key: len(metadata.get(key, [])) for key in ("skipped", "out_of_image", "ignored_files", "warnings")}
+        print(f"{name}: {splits} in {time.perf_counter() - start:.1f} s -> {builder.data_dir}; {report}")
+
+
+if __name__ == "__main__":
+    main()
