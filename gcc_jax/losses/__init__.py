@@ -6,14 +6,22 @@ the batch loss reduced as the reference implementation reduces it, and a dict of
 ``[B]`` arrays.
 """
 
+from gcc_jax.losses._bayesian import bayesian_loss
+from gcc_jax.losses._dm_count import dm_count_loss, dot_map
 from gcc_jax.losses._geometry import cell_positions
 from gcc_jax.losses._generalized import (
     generalized_loss,
     generalized_loss_potentials,
 )
+from gcc_jax.losses._pixel import gaussian_density, l2_loss
 
 __all__ = [
+    "bayesian_loss",
     "cell_positions",
+    "dm_count_loss",
+    "dot_map",
+    "gaussian_density",
     "generalized_loss",
     "generalized_loss_potentials",
+    "l2_loss",
 ]

@@ -1,0 +1,175 @@
+"""Bayesian Loss (BL) of Ma, Wei, Hong and Gong (ICCV 2019) on batches of density maps.
+
+Each head point ``j`` owns a Gaussian likelihood over the density cells; Bayes' rule turns the
+likelihoods into a posterior ``p(j | cell k)`` (optionally with a background "point" that owns
+cells far from every head), and the loss asks the expected count of each head,
+``E_j = Σ_k p(j | k) A_k``, to equal its target (1, or the fraction of the head inside the
+crop), and the background's to equal 0.
+
+Reproduces the official code (ZhihengCV/Bayesian-Crowd-Counting): cell centres
+``((j + 1/2) s, (i + 1/2) s)``, squared distances rounded as that code rounds them
+(:func:`gcc_jax.losses._geometry.expanded_squared_distances`), both background models
+(the 2021 ``(st_size·ratio)² / (d_min² + 1e-5)`` and the 2019 ``(st_size·ratio − d_min)²``),
+and the batch reduction ``(1/B) Σ_b L_b``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gcc_jax.losses import _geometry
+
+__all__ = ["BACKGROUND_MODELS", "bayesian_loss"]
+
+BACKGROUND_MODELS = ("2021", "2019")
+
+
+def _background_distance(min_distance, st_size, *, ratio: float, model: str):
+    """Squared "distance" from each cell to the background, ``[n]`` (pixels²).
+
+    ``min_distance`` is the squared distance from each cell to its nearest head, ``[n]``.
+    """
+    d = st_size * ratio
+    if model == "2021":
+        return d * d / (min_distance + 1e-5)
+    # 2019: k̄ = exp(−(d − ‖x − y_nearest‖)² / (2σ²)), the supplemental's background model.
+    return (d - jnp.sqrt(min_distance)) ** 2
+
+
+def _image_loss(density, points, point_mask, targets, st_size, *, sigma, stride, use_background,
+                background_ratio, background):
+    """BL of one image: ``density`` ``[h, w]``, ``points`` ``[M, 2]``, ``point_mask`` ``[M]``,
+    ``targets`` ``[M]``, ``st_size`` scalar; returns the scalar ``Σ_j |t_j − E_j|``."""
+    h, w = density.shape
+    flat = density.reshape(h * w)
+    has_points = jnp.any(point_mask)
+    # The posterior is a constant of the loss (no learnable part); stopping its gradient also
+    # keeps sqrt(0) in the 2019 background out of any derivative with respect to the points.
+    points = jax.lax.stop_gradient(points)
+    distance = _geometry.expanded_squared_distances(points, h, w, stride=stride)  # [M, n]
+    logits = -distance / (2.0 * sigma**2)
+    # Padding rows get a finite, hopeless logit (−inf would give 0·inf in the softmax).
+    floor = jnp.finfo(logits.dtype).min / 4
+    logits = jnp.where(point_mask[:, None], logits, floor)
+    rows = point_mask
+    row_targets = jnp.where(point_mask, targets, 0.0)
+    if use_background:
+        nearest = jnp.min(jnp.where(point_mask[:, None], distance, jnp.inf), axis=0)
+        # An image without heads has no nearest head; its loss is taken from the branch below.
+        nearest = jnp.where(has_points, jnp.maximum(nearest, 0.0), 1.0)
+        bg = _background_distance(nearest, st_size, ratio=background_ratio, model=background)
+        logits = jnp.concatenate([logits, (-bg / (2.0 * sigma**2))[None, :]], axis=0)
+        rows = jnp.concatenate([rows, jnp.ones((1,), bool)])
+        row_targets = jnp.concatenate([row_targets, jnp.zeros((1,), row_targets.dtype)])
+    posterior = jax.nn.softmax(logits, axis=0)  # [rows, n], columns sum to 1
+    expected = posterior @ flat  # E_j
+    residual = _geometry.abs_zero_subgradient(row_targets - expected)
+    with_points = jnp.sum(jnp.where(rows, residual, 0.0))
+    without_points = _geometry.abs_zero_subgradient(jnp.sum(flat))  # |0 − Σ_k A_k|
+    return jnp.where(has_points, with_points, without_points)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("sigma", "stride", "use_background", "background_ratio", "background"),
+)
+def _batch_losses(density, points, point_mask, targets, st_size, **static):
+    if points.shape[1] == 0:  # no point slots: every image is empty
+        return jax.vmap(lambda d: _geometry.abs_zero_subgradient(jnp.sum(d)))(density)
+    return jax.vmap(functools.partial(_image_loss, **static))(
+        density, points, point_mask, targets, st_size
+    )
+
+
+def bayesian_loss(
+    density: jnp.ndarray,
+    points: jnp.ndarray,
+    point_mask: jnp.ndarray,
+    *,
+    st_size,
+    targets=None,
+    sigma: float = 8.0,
+    stride: float = 8,
+    use_background: bool = True,
+    background_ratio: float = 1.0,
+    background: str = "2021",
+) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+    """Bayesian Loss of a batch of density maps against head points.
+
+    For one image with density ``A`` on cells ``k`` centred at ``c_k = ((j+½)s, (i+½)s)`` and
+    heads ``P_j`` (``(x, y)`` pixels), with ``D_jk = ‖P_j − c_k‖²``::
+
+      D_bg,k = (st_size · background_ratio)² / (min_j D_jk + 1e-5)       background="2021"
+      D_bg,k = (st_size · background_ratio − sqrt(min_j D_jk))²          background="2019"
+      p(j | k) = softmax_j(−D_jk / (2σ²))       over the heads (and the background, last)
+      E_j = Σ_k p(j | k) A_k
+      L = Σ_j |t_j − E_j| + |0 − E_bg|
+
+    An image without heads has ``L = |Σ_k A_k|``. The batch loss is ``(1/B) Σ_b L_b``. The
+    posterior is a constant: gradients flow into ``A`` only. At ``|·| = 0`` the subgradient
+    is 0, as in PyTorch.
+
+    Args:
+      density: ``[B, h, w]`` non-negative density maps at ``stride``.
+      points: ``[B, M, 2]`` head points ``(x, y)`` = (column, row) in crop pixels, padded.
+      point_mask: ``[B, M]`` boolean, ``False`` marks padding rows of ``points``.
+      st_size: ``[B]`` (or a scalar for all images) ``min(height, width)`` in pixels of the whole
+        source image each crop was cut from; sets the background distance.
+      targets: ``[B, M]`` target count of each head (the reference loaders pass the fraction of
+        the head box inside the crop); ``None`` means 1 for every head.
+      sigma: standard deviation of the head likelihood, in pixels.
+      stride: size of one density cell in pixels.
+      use_background: add the background row.
+      background_ratio: ``d = st_size · background_ratio``; 1.0 in the 2021 code, 0.15 in the
+        2019 code (0.1 recommended there for ShanghaiTech A).
+      background: ``"2021"`` or ``"2019"``, the background model (see the formulas above).
+
+    Returns:
+      ``(loss, terms)``: the scalar batch loss and ``{"total": [B]}``, the per-image ``L_b``.
+
+    Raises:
+      ValueError: on inconsistent shapes or invalid hyper-parameters.
+
+    References:
+      Z. Ma, X. Wei, X. Hong, Y. Gong, "Bayesian Loss for Crowd Count Estimation with Point
+      Supervision", ICCV 2019; official code ZhihengCV/Bayesian-Crowd-Counting.
+    """
+    _geometry.check_batch(density, points, point_mask, loss="bayesian_loss")
+    _geometry.check_positive("sigma", sigma)
+    _geometry.check_positive("stride", stride)
+    _geometry.check_positive("background_ratio", background_ratio)
+    _geometry.check_choice("background", background, BACKGROUND_MODELS)
+    if not isinstance(use_background, (bool, np.bool_)):
+        raise ValueError(f"use_background must be a bool, got {use_background!r}")
+    density = jnp.asarray(density)
+    batch, num_points = jnp.shape(points)[:2]
+    st_shape = jnp.shape(st_size)
+    if st_shape not in ((), (batch,)):
+        raise ValueError(
+            f"bayesian_loss: st_size must have shape [B] = ({batch},) or be a scalar, "
+            f"got shape {st_shape}"
+        )
+    if targets is None:
+        targets = jnp.ones((batch, num_points), density.dtype)
+    elif jnp.shape(targets) != (batch, num_points):
+        raise ValueError(
+            f"bayesian_loss: targets must have shape [B, M] = {(batch, num_points)} to match "
+            f"points, got shape {jnp.shape(targets)}"
+        )
+    losses = _batch_losses(
+        density,
+        jnp.asarray(points, density.dtype),
+        jnp.asarray(point_mask, bool),
+        jnp.asarray(targets, density.dtype),
+        jnp.broadcast_to(jnp.asarray(st_size, density.dtype), (batch,)),
+        sigma=float(sigma),
+        stride=float(stride),
+        use_background=bool(use_background),
+        background_ratio=float(background_ratio),
+        background=background,
+    )
+    return jnp.mean(losses), {"total": losses}
