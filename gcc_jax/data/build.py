@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import pathlib
 import time
 
 import tensorflow_datasets as tfds
@@ -66,6 +67,12 @@ def build_dataset(
     if builder.is_prepared():
         _log.info("%s is already prepared in %s", name, builder.data_dir)
         return builder
+    manual = pathlib.Path(manual_dir)
+    if not manual.is_dir() or not any(manual.iterdir()):
+        raise ValueError(
+            f"manual_dir {manual} does not exist or is empty; {name} is built from the raw files:\n"
+            f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}"
+        )
     start = time.perf_counter()
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)),

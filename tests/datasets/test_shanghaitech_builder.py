@@ -1,0 +1,102 @@
+"""ShanghaiTech builder: real sample files (with their stray files) and written raw layouts."""
+
+import numpy as np
+import pytest
+import scipy.io
+import tensorflow_datasets as tfds
+from PIL import Image
+from raw_layouts import SAMPLE_DIR, make_shanghaitech_raw, write_shanghaitech_mat
+
+from gcc_jax.data import BadExampleError, build_dataset
+from gcc_jax.data.shanghaitech import read_shanghaitech_mat
+
+
+def records(builder, split):
+    source = builder.as_data_source(split=split)
+    return {source[i]["image/filename"].decode(): source[i] for i in range(len(source))}
+
+
+def real_points(part, split, stem):
+    mat = scipy.io.loadmat(SAMPLE_DIR / part / f"{split}_data" / "ground-truth" / f"GT_{stem}.mat")
+    return mat["image_info"][0, 0][0, 0]["location"].astype(np.float32)
+
+
+def test_real_sample_both_parts(tmp_path, warnings_log):
+    builder_a = build_dataset("shanghaitech/part_a", manual_dir=SAMPLE_DIR, data_dir=tmp_path)
+    builder_b = build_dataset("shanghaitech/part_b", manual_dir=SAMPLE_DIR, data_dir=tmp_path)
+    assert {s: i.num_examples for s, i in builder_a.info.splits.items()} == {"train": 2, "test": 1}
+    assert {s: i.num_examples for s, i in builder_b.info.splits.items()} == {"train": 1, "test": 1}
+    for builder, part, expected in (
+        (builder_a, "part_A", {"train": ["IMG_3", "IMG_4"], "test": ["IMG_3"]}),
+        (builder_b, "part_B", {"train": ["IMG_3"], "test": ["IMG_1"]}),
+    ):
+        for split, stems in expected.items():
+            found = records(builder, split)
+            assert sorted(found) == sorted(f"{stem}.jpg" for stem in stems)
+            for stem in stems:
+                record = found[f"{stem}.jpg"]
+                np.testing.assert_array_equal(record["points"], real_points(part, split, stem))
+                with Image.open(SAMPLE_DIR / part / f"{split}_data" / "images" / f"{stem}.jpg") as image:
+                    assert record["image"].shape == (image.size[1], image.size[0], 3)
+    # Head counts of the copied files (the .mat 'number' fields): see tests/data/shanghaitech_sample/README.md.
+    assert len(records(builder_a, "train")["IMG_4.jpg"]["points"]) == 413
+    # IMG_4 of part A is a greyscale JPEG: decoded to three equal channels.
+    grey = records(builder_a, "train")["IMG_4.jpg"]["image"]
+    assert np.array_equal(grey[..., 0], grey[..., 2])
+    # The stray Thumbs.db and 000.png are ignored, logged and listed.
+    ignored = [entry["file"] for entry in builder_a.info.metadata["ignored_files"]]
+    assert sorted(name.rsplit("/", 1)[-1] for name in ignored) == ["000.png", "Thumbs.db"]
+    assert "Thumbs.db" in warnings_log.text and "000.png" in warnings_log.text
+    assert builder_b.info.metadata["ignored_files"] == []
+    # Reloading from data_dir gives back the recorded metadata.
+    reloaded = tfds.builder("shanghaitech/part_a", data_dir=tmp_path)
+    assert reloaded.is_prepared() and len(reloaded.info.metadata["ignored_files"]) == 2
+
+
+def test_written_mat_has_the_real_nesting(tmp_path):
+    real = scipy.io.loadmat(SAMPLE_DIR / "part_B" / "test_data" / "ground-truth" / "GT_IMG_1.mat")
+    path = tmp_path / "GT_IMG_1.mat"
+    write_shanghaitech_mat(path, real["image_info"][0, 0][0, 0]["location"])
+    ours = scipy.io.loadmat(path)
+    for mat in (real, ours):
+        cell = mat["image_info"]
+        assert cell.dtype == object and cell.shape == (1, 1)
+        struct = cell[0, 0]
+        assert struct.shape == (1, 1) and struct.dtype.names == ("location", "number")
+    np.testing.assert_array_equal(ours["image_info"][0, 0][0, 0]["location"], real["image_info"][0, 0][0, 0]["location"])
+    np.testing.assert_array_equal(read_shanghaitech_mat(path), read_shanghaitech_mat(SAMPLE_DIR / "part_B/test_data/ground-truth/GT_IMG_1.mat"))
+
+
+@pytest.mark.parametrize("part_dir, gt_dir, extra_level", [("part_A", "ground-truth", ""), ("part_A_final", "ground_truth", "ShanghaiTech")])
+def test_written_layout_variants(tmp_path, part_dir, gt_dir, extra_level):
+    raw = tmp_path / "raw" / extra_level if extra_level else tmp_path / "raw"
+    expected = make_shanghaitech_raw(raw, part_dir=part_dir, gt_dir=gt_dir)
+    builder = build_dataset("shanghaitech/part_a", manual_dir=tmp_path / "raw", data_dir=tmp_path / "tfds")
+    for split, files in expected.items():
+        found = records(builder, split)
+        assert sorted(found) == sorted(files)
+        for name, points in files.items():
+            np.testing.assert_allclose(found[name]["points"], points, rtol=1e-6)
+            assert found[name]["image"].shape == (48, 64, 3)
+
+
+def test_missing_part_names_the_expected_layout(tmp_path):
+    make_shanghaitech_raw(tmp_path / "raw", part_dir="part_A")
+    with pytest.raises(ValueError, match="part_B"):
+        build_dataset("shanghaitech/part_b", manual_dir=tmp_path / "raw", data_dir=tmp_path / "tfds")
+    with pytest.raises(ValueError, match="does not exist"):
+        build_dataset("shanghaitech/part_a", manual_dir=tmp_path / "nowhere", data_dir=tmp_path / "tfds")
+
+
+def test_image_without_annotation_fails_or_is_skipped(tmp_path, warnings_log):
+    make_shanghaitech_raw(tmp_path / "raw")
+    (tmp_path / "raw/part_A/train_data/ground-truth/GT_IMG_2.mat").unlink()
+    with pytest.raises(BadExampleError, match=r"IMG_2\.jpg.*GT_IMG_2\.mat is missing"):
+        build_dataset("shanghaitech/part_a", manual_dir=tmp_path / "raw", data_dir=tmp_path / "tfds")
+    builder = build_dataset(
+        "shanghaitech/part_a", manual_dir=tmp_path / "raw", data_dir=tmp_path / "tfds2", on_bad_example="skip"
+    )
+    assert builder.info.splits["train"].num_examples == 2
+    skipped = builder.info.metadata["skipped"]
+    assert len(skipped) == 1 and skipped[0]["file"].endswith("IMG_2.jpg") and skipped[0]["split"] == "train"
+    assert "IMG_2.jpg" in warnings_log.text
