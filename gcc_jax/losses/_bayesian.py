@@ -52,23 +52,31 @@ def _image_loss(density, points, point_mask, targets, st_size, *, sigma, stride,
     points = jax.lax.stop_gradient(points)
     distance = _geometry.expanded_squared_distances(points, h, w, stride=stride)  # [M, n]
     logits = -distance / (2.0 * sigma**2)
-    # Padding rows get a finite, hopeless logit (−inf would give 0·inf in the softmax).
+    # Padding rows get a finite, hopeless logit: with −inf, a column of padding only (no heads,
+    # no background) would give exp(−inf − (−inf)) = NaN.
     floor = jnp.finfo(logits.dtype).min / 4
     logits = jnp.where(point_mask[:, None], logits, floor)
-    rows = point_mask
-    row_targets = jnp.where(point_mask, targets, 0.0)
+    top = jnp.max(logits, axis=0)  # [n]
     if use_background:
         nearest = jnp.min(jnp.where(point_mask[:, None], distance, jnp.inf), axis=0)
         # An image without heads has no nearest head; its loss is taken from the branch below.
         nearest = jnp.where(has_points, jnp.maximum(nearest, 0.0), 1.0)
         bg = _background_distance(nearest, st_size, ratio=background_ratio, model=background)
-        logits = jnp.concatenate([logits, (-bg / (2.0 * sigma**2))[None, :]], axis=0)
-        rows = jnp.concatenate([rows, jnp.ones((1,), bool)])
-        row_targets = jnp.concatenate([row_targets, jnp.zeros((1,), row_targets.dtype)])
-    posterior = jax.nn.softmax(logits, axis=0)  # [rows, n], columns sum to 1
-    expected = posterior @ flat  # E_j
-    residual = _geometry.abs_zero_subgradient(row_targets - expected)
-    with_points = jnp.sum(jnp.where(rows, residual, 0.0))
+        bg_logits = -bg / (2.0 * sigma**2)
+        top = jnp.maximum(top, bg_logits)
+    # Softmax over the rows (heads, then background) without materialising the posterior:
+    # E_j = Σ_k p_jk A_k = Σ_k e_jk (A_k / Z_k) with e = exp(logit − max), Z = Σ_rows e.
+    unnormalised = jnp.exp(logits - top)  # [M, n]
+    partition = jnp.sum(unnormalised, axis=0)
+    if use_background:
+        bg_unnormalised = jnp.exp(bg_logits - top)
+        partition = partition + bg_unnormalised
+    weights = flat / partition
+    expected = unnormalised @ weights  # E_j, [M]
+    residual = _geometry.abs_zero_subgradient(jnp.where(point_mask, targets, 0.0) - expected)
+    with_points = jnp.sum(jnp.where(point_mask, residual, 0.0))
+    if use_background:  # target 0 for the background's expected count
+        with_points += _geometry.abs_zero_subgradient(jnp.sum(bg_unnormalised * weights))
     without_points = _geometry.abs_zero_subgradient(jnp.sum(flat))  # |0 − Σ_k A_k|
     return jnp.where(has_points, with_points, without_points)
 

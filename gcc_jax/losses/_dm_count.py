@@ -108,13 +108,37 @@ class _Scaling(NamedTuple):
     diverged: jnp.ndarray  # True once a NaN or inf stopped the loop
 
 
-def _sinkhorn_knopp(a, b, kernel, *, num_iters):
+class _SeparableKernel(NamedTuple):
+    """Gibbs kernel ``K[j, i·w + k] = rows[j, i] · columns[j, k]`` of a squared-distance cost.
+
+    ``exp(−(Δy² + Δx²)/reg)`` factors over the two axes, so ``Kᵀu`` and ``K v`` are two small
+    matrix products (``[h, M] @ [M, w]`` and ``[M, h] @ [h, w]``) instead of passes over a dense
+    ``[M, h·w]`` matrix: several times faster on CPU and far less memory for dense crowds.
+    Versus the reference's ``exp(−fl(Δy² + Δx²)/reg)`` this only skips one rounding of the sum
+    (≤ 5e-6 relative in ``K`` where it is about to underflow); cells far from every head still
+    underflow to ``Kᵀu = 0`` as in the reference.
+    """
+
+    rows: jnp.ndarray  # [M, h] exp(−Δy² / reg)
+    columns: jnp.ndarray  # [M, w] exp(−Δx² / reg)
+
+    def transpose_apply(self, u):
+        """``Kᵀ u``, ``[n]``, for ``u`` ``[M]``."""
+        return ((self.rows * u[:, None]).T @ self.columns).reshape(-1)
+
+    def apply(self, v):
+        """``K v``, ``[M]``, for ``v`` ``[n]`` (row-major over cells)."""
+        grid = v.reshape(self.rows.shape[1], self.columns.shape[1])
+        return jnp.sum((self.rows @ grid) * self.columns, axis=1)
+
+
+def _sinkhorn_knopp(a, b, kernel: _SeparableKernel, *, num_iters):
     """Balanced Sinkhorn–Knopp of the reference, in the scaling domain.
 
     Args:
       a: ``[M]`` point weights (``1/m`` for heads, 0 for padding).
       b: ``[n]`` cell weights (the normalised density).
-      kernel: ``[M, n]`` Gibbs kernel ``K = exp(−C / reg)``.
+      kernel: the Gibbs kernel ``K = exp(−C / reg)``, ``[M, n]`` in factored form.
       num_iters: iteration cap.
 
     Returns:
@@ -125,14 +149,16 @@ def _sinkhorn_knopp(a, b, kernel, *, num_iters):
         return (state.error > _STOP_THRESHOLD) & (state.iteration <= num_iters) & ~state.diverged
 
     def step(state: _Scaling):
-        v = b / (state.u @ kernel + _SINKHORN_EPS)
-        u = a / (kernel @ v + _SINKHORN_EPS)
+        v = b / (kernel.transpose_apply(state.u) + _SINKHORN_EPS)
+        u = a / (kernel.apply(v) + _SINKHORN_EPS)
         diverged = ~(jnp.all(jnp.isfinite(u)) & jnp.all(jnp.isfinite(v)))
         # On NaN/inf the reference breaks out *before* counting or evaluating the iteration.
         u = jnp.where(diverged, state.u, u)
         v = jnp.where(diverged, state.v, v)
         evaluate = (state.iteration % _EVAL_EVERY == 0) & ~diverged
-        error = jnp.where(evaluate, jnp.sum((b - (u @ kernel) * v) ** 2), state.error)
+        error = jnp.where(
+            evaluate, jnp.sum((b - kernel.transpose_apply(u) * v) ** 2), state.error
+        )
         iteration = jnp.where(diverged, state.iteration, state.iteration + 1)
         return _Scaling(iteration, u, v, error, diverged)
 
@@ -155,8 +181,9 @@ def _image_ot_terms(density, points, point_mask, *, stride, reg, num_iters):
     normalised = flat / (mass + 1e-6)
     # Padding rows get weight 0; zeroing their coordinates keeps garbage (inf, NaN) out of K.
     points = jnp.where(point_mask[:, None], lax.stop_gradient(points), 0.0)
-    cost = _geometry.expanded_squared_distances(points, h, w, stride=stride)  # [M, n]
-    kernel = jnp.exp(cost / -reg)
+    row_cost = _geometry.expanded_axis_squared_distances(points[:, 1], cells=h, stride=stride)
+    column_cost = _geometry.expanded_axis_squared_distances(points[:, 0], cells=w, stride=stride)
+    kernel = _SeparableKernel(jnp.exp(row_cost / -reg), jnp.exp(column_cost / -reg))
     num_points = jnp.sum(point_mask)
     a = jnp.where(point_mask, 1.0 / jnp.maximum(num_points, 1), 0.0).astype(flat.dtype)
     scaling = _sinkhorn_knopp(a, lax.stop_gradient(normalised), kernel, num_iters=num_iters)
@@ -169,8 +196,11 @@ def _image_ot_terms(density, points, point_mask, *, stride, reg, num_iters):
     has_points = num_points > 0
     surrogate = jnp.where(has_points, jnp.sum(flat * gradient), 0.0)
     objective = jnp.where(has_points, jnp.sum(lax.stop_gradient(normalised) * beta), 0.0)
-    plan = scaling.u[:, None] * kernel * scaling.v[None, :]
-    wasserstein = jnp.where(has_points, jnp.sum(cost * plan), 0.0)
+    # Σ_jik (Δy²_ji + Δx²_jk) u_j K_j,ik v_ik, one axis at a time.
+    grid = scaling.v.reshape(h, w)
+    row_part = jnp.sum(((kernel.rows * row_cost) @ grid) * kernel.columns, axis=1)
+    column_part = jnp.sum((kernel.rows @ grid) * (kernel.columns * column_cost), axis=1)
+    wasserstein = jnp.where(has_points, jnp.sum(scaling.u * (row_part + column_part)), 0.0)
     return surrogate, objective, wasserstein
 
 

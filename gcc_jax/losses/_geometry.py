@@ -25,6 +25,7 @@ __all__ = [
     "check_batch",
     "check_choice",
     "check_positive",
+    "expanded_axis_squared_distances",
     "expanded_squared_distances",
     "pairwise_squared_distances",
 ]
@@ -72,16 +73,37 @@ def pairwise_squared_distances(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
     return jnp.sum(diff * diff, axis=-1)
 
 
+def expanded_axis_squared_distances(
+    coordinates: jnp.ndarray, *, cells: int, stride: float
+) -> jnp.ndarray:
+    """Squared distances along one axis to the cell centres, rounded as BL and DM-Count round them.
+
+    The official BL and DM-Count code expand each axis as ``−2·(x·c) + x² + c²`` in float32, with
+    cell centres ``c = (i + 1/2) s``. At crop-pixel scale (``x² ≈ 2.6e5`` for a 512 crop) that
+    rounds to about ±0.03 px², which moves their posteriors and Sinkhorn kernels by ~1e-4
+    relative; computing the same expression in the same order reproduces their gradients to
+    float32 round-off, where exact differences would not.
+
+    Args:
+      coordinates: ``[m]`` coordinates along one axis (``x`` or ``y``) in input pixels.
+      cells: number of cells along that axis.
+      stride: size of one cell in input pixels (``s``).
+
+    Returns:
+      ``[m, cells]`` squared distances in pixels², in the dtype of ``coordinates``.
+    """
+    centres = (jnp.arange(cells, dtype=coordinates.dtype) * stride + stride / 2)[None, :]
+    x = coordinates[:, None]
+    return -2 * (x * centres) + x * x + centres * centres
+
+
 def expanded_squared_distances(
     points: jnp.ndarray, height: int, width: int, *, stride: float
 ) -> jnp.ndarray:
-    """Squared distances from points to cell centres, rounded as BL and DM-Count round them.
+    """Squared distances from points to cell centres, as BL and DM-Count compute them.
 
-    The official BL and DM-Count code expand each axis as ``−2·(x·c) + x² + c²`` in float32 and
-    add the two axes, with cell centres ``c = (j + 1/2) s``. At crop-pixel scale (``x² ≈ 2.6e5``
-    for a 512 crop) that rounds to about ±0.03 px², which moves their posteriors and Sinkhorn
-    kernels by ~1e-4 relative; computing the same expression in the same order reproduces their
-    gradients to float32 round-off, where exact differences would not.
+    The sum of the two axes of :func:`expanded_axis_squared_distances` (``y`` first, as the
+    references add them).
 
     Args:
       points: ``[m, 2]`` head points ``(x, y)`` in input pixels.
@@ -93,14 +115,8 @@ def expanded_squared_distances(
       ``[m, h * w]`` squared distances in pixels², row-major over cells (cell ``k = i * w + j``),
       in the dtype of ``points``.
     """
-    dtype = points.dtype
-    shift = stride / 2
-    xs = (jnp.arange(width, dtype=dtype) * stride + shift)[None, :]
-    ys = (jnp.arange(height, dtype=dtype) * stride + shift)[None, :]
-    x = points[:, 0:1]
-    y = points[:, 1:2]
-    x_dist = -2 * (x * xs) + x * x + xs * xs  # [m, w]
-    y_dist = -2 * (y * ys) + y * y + ys * ys  # [m, h]
+    x_dist = expanded_axis_squared_distances(points[:, 0], cells=width, stride=stride)
+    y_dist = expanded_axis_squared_distances(points[:, 1], cells=height, stride=stride)
     return (y_dist[:, :, None] + x_dist[:, None, :]).reshape(points.shape[0], height * width)
 
 

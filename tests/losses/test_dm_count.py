@@ -157,24 +157,56 @@ def test_matches_float64_transcription(params):
         np.testing.assert_allclose(grad, ref_grad, rtol=1e-7, atol=1e-12)
 
 
+def random_kernel(rng, *, heads, size, largest_cost):
+    """Factored Gibbs kernel exp(−C/10) of random per-axis costs, ``[heads, size·size]``."""
+    def factor():
+        return jnp.asarray(np.exp(-rng.uniform(0, largest_cost, (heads, size)) / 10.0), jnp.float32)
+    return _dm_count._SeparableKernel(factor(), factor())
+
+
+def test_separable_kernel_products_equal_dense_ones():
+    rng = np.random.default_rng(2)
+    kernel = random_kernel(rng, heads=3, size=4, largest_cost=50.0)
+    dense = np.einsum("ji,jk->jik", kernel.rows, kernel.columns).reshape(3, 16)
+    u, v = rng.uniform(size=3), rng.uniform(size=16)
+    np.testing.assert_allclose(kernel.transpose_apply(jnp.asarray(u, jnp.float32)), u @ dense, rtol=1e-6)
+    np.testing.assert_allclose(kernel.apply(jnp.asarray(v, jnp.float32)), dense @ v, rtol=1e-6)
+
+
 def test_sinkhorn_stops_on_convergence_every_tenth_iteration():
     rng = np.random.default_rng(3)
-    kernel = jnp.asarray(np.exp(-rng.uniform(0, 200, (3, 16)) / 10.0), jnp.float32)
+    kernel = random_kernel(rng, heads=3, size=4, largest_cost=100.0)
     b = jnp.asarray(rng.dirichlet(np.ones(16)), jnp.float32)
+
+    def solve(a, num_iters=100):
+        return _dm_count._sinkhorn_knopp(jnp.asarray(a, jnp.float32), b, kernel, num_iters=num_iters)
+
     # One head: a single Sinkhorn step is exact, but the error is only looked at on iteration 10.
-    one = _dm_count._sinkhorn_knopp(jnp.asarray([1.0, 0.0, 0.0]), b, kernel, num_iters=100)
+    one = solve([1.0, 0.0, 0.0])
     assert int(one.iteration) == 11 and float(one.error) < 1e-9
-    # Two heads need more than one step; the loop still stops only at a multiple of 10.
-    two = _dm_count._sinkhorn_knopp(jnp.asarray([0.5, 0.5, 0.0]), b, kernel, num_iters=100)
-    assert 11 < int(two.iteration) < 101 and (int(two.iteration) - 1) % 10 == 0
-    assert float(two.error) < 1e-9
-    capped = _dm_count._sinkhorn_knopp(jnp.asarray([0.5, 0.5, 0.0]), b, kernel, num_iters=7)
+    # More heads need more steps; the loop still stops only at a multiple of 10.
+    two, three = solve([0.5, 0.5, 0.0]), solve([1 / 3] * 3)
+    assert (int(two.iteration), int(three.iteration)) == (21, 31)
+    assert float(two.error) < 1e-9 and float(three.error) < 1e-9
+    capped = solve([1 / 3] * 3, num_iters=7)
     assert int(capped.iteration) == 8 and float(capped.error) == 1.0
+
+
+def test_sinkhorn_never_converges_where_the_kernel_underflows():
+    # float32: cells whose column of K underflows keep b_k − (Kᵀu)_k v_k = b_k, so the error stays
+    # above 1e-9 and the reference runs all its iterations; so do we.
+    rng = np.random.default_rng(3)
+    kernel = random_kernel(rng, heads=3, size=4, largest_cost=1000.0)
+    b = jnp.asarray(rng.dirichlet(np.ones(16)), jnp.float32)
+    assert np.any(np.asarray(kernel.transpose_apply(jnp.ones(3))) == 0.0)
+    state = _dm_count._sinkhorn_knopp(jnp.asarray([1 / 3] * 3), b, kernel, num_iters=100)
+    assert int(state.iteration) == 101 and not bool(state.diverged)
+    assert np.all(np.isfinite(state.v)) and np.max(state.v) > 1e12
 
 
 def test_sinkhorn_keeps_previous_scalings_on_overflow():
     rng = np.random.default_rng(4)
-    kernel = jnp.asarray(np.exp(-rng.uniform(0, 300, (2, 16)) / 10.0), jnp.float32)
+    kernel = random_kernel(rng, heads=2, size=4, largest_cost=150.0)
     huge = jnp.full((16,), 1e30, jnp.float32)  # b / (Kᵀu + 1e-16) overflows to inf at once
     state = _dm_count._sinkhorn_knopp(jnp.asarray([0.5, 0.5]), huge, kernel, num_iters=100)
     assert bool(state.diverged) and int(state.iteration) == 1
