@@ -1,0 +1,75 @@
+"""The data-parallel training and evaluation program (``train.py`` is a thin CLI over it).
+
+- :func:`train_and_evaluate` — the whole run: train, evaluate, checkpoint, resume.
+- :mod:`~gcc_jax.training.mesh` — the ``data`` mesh, replicated / batch shardings,
+  multi-host batch assembly, ``jax.distributed`` start-up.
+- :mod:`~gcc_jax.training.state` — model, torch-style Adam, GL's warm-up, the train state.
+- :mod:`~gcc_jax.training.objective` — ``config.loss`` → one loss function.
+- :mod:`~gcc_jax.training.steps` — the jitted train step and prediction step.
+- :mod:`~gcc_jax.training.evaluation` — per-image predictions and counting metrics over a split.
+- :mod:`~gcc_jax.training.checkpoints` — orbax checkpoints (resumable + best by MAE).
+- :mod:`~gcc_jax.training.writers` — ``metrics.jsonl``, TensorBoard, progress bar.
+- :mod:`~gcc_jax.training.pictures` — density-map pictures.
+- :mod:`~gcc_jax.training.config` — checking, saving and loading run configs.
+"""
+
+from gcc_jax.training.checkpoints import RunCheckpoints, restore_params
+from gcc_jax.training.config import check_config, load_config_module, load_workdir_config, save_config
+from gcc_jax.training.evaluation import EvalResult, evaluate, iterate_predictions, local_eval_mesh, to_local_mesh
+from gcc_jax.training.loop import NonFiniteLossError, dataset_kwargs, mean_training_count, train_and_evaluate
+from gcc_jax.training.mesh import (
+    DATA_AXIS,
+    batch_sharding,
+    create_mesh,
+    global_batch,
+    initialize_distributed,
+    replicate,
+    replicated_sharding,
+)
+from gcc_jax.training.objective import make_loss_fn
+from gcc_jax.training.state import (
+    TrainState,
+    create_learning_rate_fn,
+    create_model,
+    create_optimizer,
+    create_train_state,
+)
+from gcc_jax.training.steps import make_predict_fn, make_train_step, train_step
+from gcc_jax.training.writers import MetricWriter, ProgressBar, read_metrics
+
+__all__ = [
+    "DATA_AXIS",
+    "EvalResult",
+    "MetricWriter",
+    "NonFiniteLossError",
+    "ProgressBar",
+    "RunCheckpoints",
+    "TrainState",
+    "batch_sharding",
+    "check_config",
+    "create_learning_rate_fn",
+    "create_mesh",
+    "create_model",
+    "create_optimizer",
+    "create_train_state",
+    "dataset_kwargs",
+    "evaluate",
+    "global_batch",
+    "initialize_distributed",
+    "iterate_predictions",
+    "load_config_module",
+    "load_workdir_config",
+    "local_eval_mesh",
+    "make_loss_fn",
+    "make_predict_fn",
+    "make_train_step",
+    "mean_training_count",
+    "read_metrics",
+    "replicate",
+    "replicated_sharding",
+    "restore_params",
+    "save_config",
+    "to_local_mesh",
+    "train_and_evaluate",
+    "train_step",
+]

@@ -1,0 +1,109 @@
+"""Run configs: checking one, saving it in the workdir, reading it back, loading config files.
+
+A workdir is self-describing: ``train_and_evaluate`` writes the resolved config to
+``WORKDIR/config.json``, so evaluation and prediction rebuild the model and the data
+pipeline from the workdir alone (:func:`load_workdir_config`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pathlib
+import types
+
+import ml_collections
+
+from gcc_jax.data import DATASET_NAMES
+
+__all__ = [
+    "CONFIG_FILE",
+    "LOSS_NAMES",
+    "check_config",
+    "load_config_module",
+    "load_workdir_config",
+    "save_config",
+]
+
+CONFIG_FILE = "config.json"
+LOSS_NAMES = ("gl", "bl", "dm_count", "l2")
+_DTYPES = ("float32", "bfloat16")
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Fails early, naming the field, on values the program cannot run with.
+
+    Raises:
+      ValueError: an unknown data set, loss or dtype, or a size / count out of range.
+    """
+    if config.dataset.name not in DATASET_NAMES:
+        raise ValueError(f"config.dataset.name={config.dataset.name!r} is not one of {DATASET_NAMES}")
+    if config.loss.name not in LOSS_NAMES:
+        raise ValueError(f"config.loss.name={config.loss.name!r} is not one of {LOSS_NAMES}")
+    if config.model.dtype not in _DTYPES:
+        raise ValueError(f"config.model.dtype={config.model.dtype!r} is not one of {_DTYPES}")
+    positive = {
+        "crop_size": config.crop_size,
+        "batch_size": config.batch_size,
+        "eval_batch_size": config.eval_batch_size,
+        "dataset.max_points": config.dataset.max_points,
+        "dataset.eval_pad_multiple": config.dataset.eval_pad_multiple,
+        "num_epochs": config.num_epochs,
+        "eval_every_epochs": config.eval_every_epochs,
+        "log_every_steps": config.log_every_steps,
+        "checkpoint_every_steps": config.checkpoint_every_steps,
+        "max_checkpoints_to_keep": config.max_checkpoints_to_keep,
+    }
+    for name, value in positive.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"config.{name} must be a positive integer, got {value!r}")
+    if config.crop_size % 8:
+        raise ValueError(f"config.crop_size={config.crop_size} must be a multiple of the density stride 8")
+    if config.num_pictures < 0 or config.optimizer.warmup_epochs < 0:
+        raise ValueError("config.num_pictures and config.optimizer.warmup_epochs must be >= 0")
+    if config.optimizer.learning_rate <= 0 or config.optimizer.weight_decay < 0:
+        raise ValueError(
+            f"config.optimizer needs learning_rate > 0 and weight_decay >= 0, got "
+            f"{config.optimizer.learning_rate} and {config.optimizer.weight_decay}"
+        )
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> pathlib.Path:
+    """Writes the resolved ``config`` to ``workdir/config.json`` (atomically) and returns the path."""
+    path = pathlib.Path(workdir) / CONFIG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_workdir_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+    """The config a training run saved in ``workdir`` (locked, like the one it ran with).
+
+    Raises:
+      FileNotFoundError: ``workdir`` holds no ``config.json``.
+    """
+    path = pathlib.Path(workdir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {workdir} is not a gcc_jax training workdir")
+    config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    config.lock()
+    return config
+
+
+def load_config_module(path: str | os.PathLike) -> types.ModuleType:
+    """Imports a config file by path (how the dataset configs reach ``configs/default.py``
+    from wherever they are loaded, without ``configs/`` being on ``sys.path``).
+
+    Raises:
+      FileNotFoundError: no file at ``path``.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found")
+    spec = importlib.util.spec_from_file_location(f"gcc_jax_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,0 +1,124 @@
+"""Model, optimizer, learning-rate schedule and the replicated train state of a run.
+
+The optimizer reproduces ``torch.optim.Adam(params, lr, weight_decay=wd)`` of the three
+references: torch adds ``wd · θ`` to the gradient *before* Adam's moment estimates (an L2
+penalty, not AdamW's decoupled decay), so the chain is ``add_decayed_weights(wd)`` →
+``scale_by_adam`` → ``scale_by_learning_rate(schedule)``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax.training import train_state
+from jax.sharding import Mesh
+
+from gcc_jax.models import VGG19Density, head_variant, load_variables
+from gcc_jax.training.mesh import replicate, replicated_sharding
+
+__all__ = [
+    "TrainState",
+    "create_learning_rate_fn",
+    "create_model",
+    "create_optimizer",
+    "create_train_state",
+]
+
+_log = logging.getLogger(__name__)
+
+# step (int32 scalar), params, opt_state; apply_fn and tx are static.
+TrainState = train_state.TrainState
+
+
+def create_model(config: ml_collections.ConfigDict) -> VGG19Density:
+    """``VGG19Density`` of ``config.model`` with the head of ``config.loss.name``'s official code."""
+    return VGG19Density(
+        width=config.model.width,
+        dtype=jnp.dtype(config.model.dtype),
+        **head_variant(config.loss.name),
+    )
+
+
+def create_learning_rate_fn(optimizer_config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
+    """GL's warm-up: ``lr · (e + 1) / W`` during epoch ``e < W``, then ``lr``.
+
+    GL's trainer (``utils/emd_dot_trainer.py``) sets the rate once per epoch, so the warm-up
+    is a staircase of ``W`` steps, not a per-step ramp. ``W = 0`` gives a constant rate.
+
+    Args:
+      optimizer_config: ``config.optimizer`` (``learning_rate``, ``warmup_epochs``).
+      steps_per_epoch: optimizer steps in one epoch.
+
+    Returns:
+      ``schedule(step) -> learning rate``.
+    """
+    base = optimizer_config.learning_rate
+    warmup = optimizer_config.warmup_epochs
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    if warmup == 0:
+        return optax.constant_schedule(base)
+
+    def schedule(step):
+        epoch = step // steps_per_epoch
+        return base * jnp.minimum((epoch + 1) / warmup, 1.0)
+
+    return schedule
+
+
+def create_optimizer(optimizer_config: ml_collections.ConfigDict, learning_rate_fn: optax.Schedule):
+    """torch-style Adam with L2 weight decay (see the module docstring)."""
+    return optax.chain(
+        optax.add_decayed_weights(optimizer_config.weight_decay),
+        optax.scale_by_adam(b1=optimizer_config.b1, b2=optimizer_config.b2, eps=optimizer_config.eps),
+        optax.scale_by_learning_rate(learning_rate_fn),
+    )
+
+
+def _initial_params(config: ml_collections.ConfigDict, model: VGG19Density):
+    """Host-side initial parameters from ``config.model.init_checkpoint``."""
+    variables, options = load_variables(config.model.init_checkpoint)
+    if abs(options["width"] - model.width) > 1e-9:
+        raise ValueError(
+            f"config.model.init_checkpoint={config.model.init_checkpoint!r} holds a width-{options['width']} "
+            f"model, config.model.width is {model.width}"
+        )
+    wanted = {"upsample": model.upsample, "output": model.output}
+    if any(options[key] != value for key, value in wanted.items()):
+        # The head options carry no parameters: the weights fit; the loss decides the head.
+        _log.warning(
+            "init checkpoint %s was converted for upsample=%s output=%s; training with %s (loss %s)",
+            config.model.init_checkpoint, options["upsample"], options["output"], wanted, config.loss.name,
+        )
+    return variables["params"]
+
+
+def create_train_state(
+    config: ml_collections.ConfigDict, model: VGG19Density, tx: optax.GradientTransformation, mesh: Mesh
+) -> TrainState:
+    """The initial train state, replicated on every device of ``mesh``.
+
+    Parameters come from ``config.model.init_checkpoint`` when set, otherwise from
+    ``model.init`` with ``jax.random.key(config.seed)`` (the same on every process).
+
+    Returns:
+      ``TrainState`` (step 0) whose arrays are replicated on ``mesh``.
+    """
+    replicated = replicated_sharding(mesh)
+    dummy = jnp.zeros((1, config.crop_size, config.crop_size, 3), jnp.float32)
+
+    def from_params(params):
+        return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+
+    if config.model.init_checkpoint:
+        params = replicate(_initial_params(config, model), mesh)
+        return jax.jit(from_params, out_shardings=replicated)(params)
+
+    def from_seed(seed):
+        return from_params(model.init(jax.random.key(seed), dummy)["params"])
+
+    return jax.jit(from_seed, out_shardings=replicated)(config.seed)

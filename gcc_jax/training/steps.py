@@ -1,0 +1,95 @@
+"""The jitted training step and the density-map prediction step.
+
+:func:`train_step` is one pure function: forward, loss, backward, optimizer update, and a flat
+dict of scalar measurements. :func:`make_train_step` jits it for a mesh: state replicated, batch
+split over ``data``, state buffers donated; nothing in it waits for the host, so the host can
+queue the next batch while the devices work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from gcc_jax.training.mesh import batch_sharding, replicated_sharding
+from gcc_jax.training.objective import LossFn
+from gcc_jax.training.state import TrainState
+
+__all__ = ["TRAIN_BATCH_KEYS", "make_predict_fn", "make_train_step", "train_step"]
+
+# The batch entries the step reads (the pipeline's other entries stay on the host).
+TRAIN_BATCH_KEYS = ("image", "points", "point_mask", "targets", "st_size")
+
+
+def train_step(
+    state: TrainState,
+    batch: Mapping[str, jax.Array],
+    *,
+    loss_fn: LossFn,
+    learning_rate_fn: optax.Schedule,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step on a batch.
+
+    Args:
+      state: the train state (``params``, ``opt_state``, ``step``).
+      batch: ``image`` ``[B, c, c, 3]`` normalised, ``points`` ``[B, M, 2]`` ``(x, y)`` crop
+        pixels, ``point_mask`` ``[B, M]``, ``targets`` ``[B, M]``, ``st_size`` ``[B]``.
+      loss_fn: ``(density, batch) -> (loss, {term: [B]})`` (:func:`make_loss_fn`).
+      learning_rate_fn: the schedule the optimizer uses (reported, not applied, here).
+
+    Returns:
+      ``(new_state, metrics)``; ``metrics`` holds scalars: ``loss`` (the batch loss the
+      gradient is of), the batch mean of every loss term (``term/<name>``), ``count_error``
+      (mean ``|Σ density − heads|`` over the crops), ``grad_norm`` and ``param_norm`` (global
+      L2 norms; the gradient's before weight decay) and ``learning_rate`` (the rate of this
+      update).
+    """
+
+    def objective(params):
+        density = state.apply_fn({"params": params}, batch["image"])
+        loss, terms = loss_fn(density, batch)
+        return loss, (terms, density)
+
+    (loss, (terms, density)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    new_state = state.apply_gradients(grads=grads)
+    heads = jnp.sum(batch["point_mask"], axis=1)
+    metrics = {
+        "loss": loss,
+        "count_error": jnp.mean(jnp.abs(jnp.sum(density, axis=(1, 2)) - heads)),
+        "grad_norm": optax.global_norm(grads),
+        "param_norm": optax.global_norm(state.params),
+        "learning_rate": jnp.asarray(learning_rate_fn(state.step), jnp.float32),
+    }
+    metrics.update({f"term/{name}": jnp.mean(value) for name, value in terms.items()})
+    return new_state, metrics
+
+
+def make_train_step(
+    mesh: Mesh, *, loss_fn: LossFn, learning_rate_fn: optax.Schedule
+) -> Callable[[TrainState, Mapping[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
+    """:func:`train_step` jitted for data parallelism on ``mesh`` (state donated)."""
+    replicated = replicated_sharding(mesh)
+
+    def step(state, batch):
+        return train_step(state, batch, loss_fn=loss_fn, learning_rate_fn=learning_rate_fn)
+
+    return jax.jit(
+        step,
+        in_shardings=(replicated, batch_sharding(mesh)),
+        out_shardings=(replicated, replicated),
+        donate_argnums=(0,),
+    )
+
+
+def make_predict_fn(apply_fn: Callable, mesh: Mesh) -> Callable[[dict, jax.Array], jax.Array]:
+    """``predict(variables, images [b, H, W, 3]) -> density [b, H/8, W/8]`` jitted on ``mesh``:
+    variables replicated, images split over ``data`` (``b`` must divide evenly)."""
+    return jax.jit(
+        apply_fn,
+        in_shardings=(replicated_sharding(mesh), batch_sharding(mesh)),
+        out_shardings=batch_sharding(mesh),
+    )
