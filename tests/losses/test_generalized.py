@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from jax.test_util import check_grads
 
 from gcc_jax.losses import generalized_loss, generalized_loss_potentials
-from gcc_jax.losses import _generalized
+from gcc_jax.losses import _generalized, _generalized_chunked, _generalized_common, _generalized_dense
 
 PARAM_NAMES = ("cost", "scale", "blur", "reach", "scaling", "tau", "p", "d_point", "d_pixel")
 NUM_CASES = 7
@@ -203,54 +203,113 @@ def test_dense_crowd_is_finite():
     assert np.isfinite(loss) and np.all(np.isfinite(grad))
 
 
+def small_hyper(**overrides):
+    kwargs = dict(
+        crop_size=32, stride=8, cost="per", scale=0.6, blur=0.01, reach=0.5, scaling=0.5, p=1.0,
+        tau=0.1, d_point="l1", d_pixel="l2", solver="reference", cell_offset="reference",
+        max_iterations=100, threshold=1e-5, implementation="dense",
+    )  # fmt: skip
+    kwargs.update(overrides)
+    dummy = np.zeros((1, 4, 4)), np.zeros((1, 3, 2)), np.ones((1, 3), bool)
+    return _generalized._make_hyper(*dummy, **kwargs)
+
+
+SMALL_POINTS = np.array([[[5.0, 7.0], [20.0, 25.0], [0.0, 0.0]]])
+SMALL_MASK = np.array([[True, True, False]])
+
+
+@pytest.mark.parametrize("implementation", ["dense", "chunked"])
 @pytest.mark.parametrize("cost", ["per", "exp"])
 @pytest.mark.parametrize("d_point", ["l1", "l2"])
-def test_gradient_given_potentials_matches_finite_differences(cost, d_point):
+def test_gradient_given_potentials_matches_finite_differences(implementation, cost, d_point):
     # GL differentiates its terms with the potentials F, G held constant. Check that gradient
     # against central differences in float64 for the terms without a stop-gradient (the pixel
-    # term's stop-gradient makes it a different function; it has its own test below).
+    # term's stop-gradient makes it a different function; it has its own test below). The
+    # chunked implementation's gradient is written by hand, the dense one is JAX autodiff.
     with jax.enable_x64(True):
-        rng = np.random.default_rng(8)
-        density = jnp.asarray(rng.uniform(0.01, 0.1, (4, 4)))
-        points = jnp.asarray([[5.0, 7.0], [20.0, 25.0], [0.0, 0.0]])
-        mask = jnp.asarray([True, True, False])
-        hyper = _generalized._make_hyper(
-            density[None], points[None], mask[None], crop_size=32, stride=8, cost=cost, scale=0.6,
-            blur=0.01, reach=0.5, scaling=0.5, p=1.0, tau=0.1, d_point=d_point, d_pixel="l2",
-            solver="reference", cell_offset="reference", max_iterations=100, threshold=1e-5,
-        )  # fmt: skip
-        f, g = _generalized._image_potentials(density, points, mask, hyper)
+        density = jnp.asarray(np.random.default_rng(8).uniform(0.01, 0.1, (1, 4, 4)))
+        points, mask = jnp.asarray(SMALL_POINTS), jnp.asarray(SMALL_MASK)
+        hyper = small_hyper(cost=cost, d_point=d_point, implementation=implementation)
+        f, g = _generalized._potentials(density, points, mask, hyper)
+        terms_fn = {"dense": _generalized_dense.dense_terms, "chunked": _generalized_chunked.chunked_terms}
 
         @jax.jit
         def differentiable_terms(d):
-            terms = _generalized._terms_given_potentials(d, points, mask, f, g, hyper)
-            return terms["ot"] + 0.1 * terms["point"] + 0.01 * terms["entropy"]
+            ot, point, _, entropy = terms_fn[implementation](d, points, mask, f, g, hyper)[0]
+            return ot + 0.1 * point + 0.01 * entropy
 
         check_grads(differentiable_terms, (density,), order=1, modes=("rev",), atol=1e-6, rtol=1e-5)
 
 
-def test_pixel_term_gradient_treats_plan_marginal_as_constant():
+@pytest.mark.parametrize("implementation", ["dense", "chunked"])
+@pytest.mark.parametrize("d_pixel", ["l1", "l2"])
+def test_pixel_term_gradient_treats_plan_marginal_as_constant(implementation, d_pixel):
     with jax.enable_x64(True):
         density = jnp.asarray(np.random.default_rng(9).uniform(0.01, 0.1, (1, 4, 4)))
-        points = jnp.asarray([[[5.0, 7.0], [20.0, 25.0]]])
-        mask = jnp.ones((1, 2), bool)
-        kwargs = dict(crop_size=32, tau=1.0, d_pixel="l2")
-        _, terms = generalized_loss(density, points, mask, **kwargs)
-        f, g = generalized_loss_potentials(density, points, mask, crop_size=32)
+        points, mask = jnp.asarray(SMALL_POINTS), jnp.asarray(SMALL_MASK)
+        kwargs = dict(crop_size=32, d_pixel=d_pixel, implementation=implementation)
         grad_pixel = jax.jit(jax.grad(
             lambda d: generalized_loss(d, points, mask, **kwargs)[1]["pixel"].sum()
         ))(density)
-        # d/dA Σ (sg(ΣΠ) − A)² = −2 (ΣΠ − A), with ΣΠ from the potentials.
-        hyper = _generalized._make_hyper(
-            density, points, mask, crop_size=32, stride=8, cost="per", scale=0.6, blur=0.01,
-            reach=0.5, scaling=0.5, p=1.0, tau=1.0, d_point="l1", d_pixel="l2",
-            solver="reference", cell_offset="reference", max_iterations=100, threshold=1e-5,
-        )  # fmt: skip
-        _, _, alpha, beta, _, _, cost = _generalized._image_inputs(density[0], points[0], mask[0], hyper)
-        plan = jnp.exp((f[0].reshape(-1)[:, None] + g[0][None, :] - cost) / 0.01) * alpha[:, None]
-        expected = -2.0 * (plan.sum(axis=1) - alpha)
-        np.testing.assert_allclose(grad_pixel[0].reshape(-1), expected, rtol=1e-6, atol=1e-12)
-        assert np.isfinite(terms["pixel"][0])
+        # d/dA Σ d(sg(ΣΠ) − A) = −d'(ΣΠ − A), with ΣΠ from the potentials.
+        f, g = generalized_loss_potentials(density, points, mask, crop_size=32)
+        hyper = small_hyper()
+        cells, normalised = _generalized_common.image_geometry(4, 4, points[0], mask[0], hyper)
+        cost = hyper.cost(cells, normalised)
+        alpha = density.reshape(-1)
+        plan = jnp.exp((f.reshape(-1)[:, None] + g[0][None, :] - cost) / 0.01) * alpha[:, None]
+        residual = (plan * mask[0][None, :]).sum(axis=1) - alpha
+        expected = -2.0 * residual if d_pixel == "l2" else -jnp.sign(residual)
+        np.testing.assert_allclose(grad_pixel.reshape(-1), expected, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["reference", "converged"])
+def test_chunked_equals_dense(solver):
+    rng = np.random.default_rng(11)
+    counts = (0, 3, 40, 75)
+    density = rng.uniform(0.0, 0.05, (4, 16, 16)).astype(np.float32)
+    density[1, :4] = 0.0  # cells with zero mass take geomloss's log-weight -100000
+    points = rng.uniform(-4.0, 132.0, (4, 80, 2)).astype(np.float32)
+    mask = np.zeros((4, 80), bool)
+    for b, count in enumerate(counts):
+        mask[b, rng.permutation(80)[:count]] = True  # padding rows interleaved with real ones
+    results = {}
+    for implementation in ("dense", "chunked"):
+        kwargs = dict(crop_size=128, solver=solver, implementation=implementation)
+        results[implementation] = jax.value_and_grad(
+            lambda d: generalized_loss(d, points, mask, **kwargs), has_aux=True
+        )(jnp.asarray(density))
+        potentials = generalized_loss_potentials(density, points, mask, **kwargs)
+        results[implementation + " potentials"] = potentials
+    (loss_d, terms_d), grad_d = results["dense"]
+    (loss_c, terms_c), grad_c = results["chunked"]
+    np.testing.assert_allclose(loss_c, loss_d, rtol=1e-5)
+    for name in terms_d:
+        np.testing.assert_allclose(terms_c[name], terms_d[name], rtol=1e-5, atol=1e-7, err_msg=name)
+    np.testing.assert_allclose(grad_c, grad_d, rtol=1e-4, atol=1e-6 * np.abs(grad_d).max())
+    for got, want in zip(results["chunked potentials"], results["dense potentials"]):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_absorbed_sweep_falls_back_to_exact_log_sum_exp():
+    # Starting from zero potentials at a tiny ε, far cells underflow in the absorbed kernel
+    # (every exp(−C/ε) is 0 in float32); the sweep must notice and use the max-shifted LSE.
+    hyper = small_hyper(crop_size=64)
+    density = jnp.full((8, 8), 0.01)
+    points = jnp.asarray([[4.0, 4.0]] + [[0.0, 0.0]] * 31)
+    mask = jnp.arange(32) < 1
+    cells, normalised = _generalized_common.image_geometry(8, 8, points, mask, hyper)
+    cost_t = hyper.cost(cells, normalised).T
+    alpha, beta = density.reshape(-1), mask.astype(jnp.float32)
+    args = (alpha, beta, _generalized_common.log_weights(alpha), _generalized_common.log_weights(beta), cost_t, 1)
+    eps = 1e-3
+    g_new, f_new = _generalized_chunked._sweep(eps, jnp.zeros(64), jnp.zeros(32), *args)
+    exact_g, exact_f = _generalized_chunked._exact_sweep(
+        eps, jnp.zeros(64), jnp.zeros(32), args[2], args[3], cost_t, 1
+    )
+    assert np.all(np.isfinite(f_new))
+    np.testing.assert_allclose(f_new, -eps * exact_f, rtol=1e-6)
+    np.testing.assert_allclose(g_new[:1], -eps * exact_g[:1], rtol=1e-6)
 
 
 @pytest.mark.parametrize(
