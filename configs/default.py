@@ -92,6 +92,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.gl.d_pixel = "l2"  # divergence of the pixel term: "l1" or "l2"
     config.loss.gl.solver = "reference"  # "reference" (official ~10-step loop) or "converged"
     config.loss.gl.cell_offset = "reference"  # cell positions: "reference" quirk or "centre"
+    # Layout of the computation, not its result: "chunked" (fastest on CPU), "dense" (GPU/TPU),
+    # "auto" (chunked on CPU, dense elsewhere).
+    config.loss.gl.implementation = "auto"
     # BL hyper-parameters: the 2021 official code (SPEC §2); see gcc_jax.losses.bayesian_loss.
     config.loss.bl = ml_collections.ConfigDict()
     config.loss.bl.sigma = 8.0  # head likelihood std in pixels

@@ -118,6 +118,12 @@ def create_train_state(
         params = replicate(_initial_params(config, model), mesh)
         return jax.jit(from_params, out_shardings=replicated)(params)
 
+    if model.width == 1.0:
+        _log.warning(
+            "training the full VGG19 from a random initialisation; the references start from ImageNet "
+            "weights (config.model.init_checkpoint, see python -m gcc_jax.convert_weights)"
+        )
+
     def from_seed(seed):
         return from_params(model.init(jax.random.key(seed), dummy)["params"])
 

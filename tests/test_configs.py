@@ -1,0 +1,124 @@
+"""Every shipped config loads, checks, shrinks with :runlocal, and rejects unknown overrides."""
+
+import inspect
+import pathlib
+
+import ml_collections
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from gcc_jax import losses
+from gcc_jax.data import SyntheticCrowdOptions
+from gcc_jax.training import check_config, load_config_module
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
+CONFIG_FILES = sorted(CONFIG_DIR.glob("*.py"))
+# The crops the references use per data set (DM-Count's dataset_cfg.json; GL's default 512).
+EXPECTED_CROPS = {"sha": 256, "shb": 512, "qnrf": 512, "nwpu": 384, "jhu": 512}
+
+
+def _config(path, arg=None):
+    return load_config_module(path).get_config(arg)
+
+
+def test_all_configs_are_there():
+    names = {path.stem for path in CONFIG_FILES}
+    assert {"default", "synthetic", "sha", "shb", "qnrf", "nwpu", "jhu"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.stem)
+def test_config_loads_and_checks(path):
+    config = _config(path)
+    assert isinstance(config, ml_collections.ConfigDict)
+    check_config(config)
+    if path.stem in EXPECTED_CROPS:
+        assert config.crop_size == EXPECTED_CROPS[path.stem]
+        assert config.loss.name == "gl"
+        assert config.optimizer.learning_rate == 1e-5
+        assert config.optimizer.warmup_epochs == 10
+        # Every dataset config's docstring gives the command and the paper's numbers.
+        doc = load_config_module(path).__doc__
+        assert "python train.py --config configs/" + path.name in doc
+        assert "MAE" in doc and "RMSE" in doc
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.stem)
+def test_runlocal_shrinks(path):
+    full, small = _config(path), _config(path, "runlocal")
+    check_config(small)
+    assert small.model.width < full.model.width or full.model.width <= small.model.width == 1 / 16
+    assert small.crop_size <= full.crop_size and small.crop_size == 64
+    assert 0 < small.num_train_steps <= 10
+    if small.dataset.name == "synthetic_crowd":
+        assert small.dataset.synthetic.num_train <= 8
+    else:
+        assert small.dataset.train_split.endswith("[:8]") and small.dataset.eval_split.endswith("[:2]")
+
+
+def test_unknown_config_argument_fails():
+    with pytest.raises(ValueError, match="runlocal"):
+        _config(CONFIG_DIR / "sha.py", "runlcoal")
+
+
+def _parse(argv):
+    values = flags.FlagValues()
+    argv = ["train.py", *argv]
+    config_flags.DEFINE_config_file("config", None, "config", flag_values=values, lock_config=True, sys_argv=argv)
+    values(argv)
+    return values.config
+
+
+def test_command_line_overrides():
+    config = _parse([f"--config={CONFIG_DIR / 'sha.py'}", "--config.batch_size=8", "--config.loss.name=bl"])
+    assert config.batch_size == 8 and config.loss.name == "bl" and config.crop_size == 256
+
+
+def test_unknown_override_fails():
+    # ml_collections names the closest existing field in the error.
+    with pytest.raises(AttributeError, match="batch_size"):
+        _parse([f"--config={CONFIG_DIR / 'sha.py'}", "--config.bacth_size=8"])
+
+
+def test_runlocal_through_the_flag():
+    config = _parse([f"--config={CONFIG_DIR / 'synthetic.py'}:runlocal"])
+    assert config.num_train_steps == 4
+
+
+def test_check_config_names_the_field():
+    config = _config(CONFIG_DIR / "default.py")
+    config.loss.name = "gll"
+    with pytest.raises(ValueError, match="config.loss.name"):
+        check_config(config)
+    config = _config(CONFIG_DIR / "default.py")
+    config.crop_size = 100
+    with pytest.raises(ValueError, match="crop_size"):
+        check_config(config)
+
+
+def _defaults(function, skip):
+    return {
+        name: p.default
+        for name, p in inspect.signature(function).parameters.items()
+        if p.default is not inspect.Parameter.empty and name not in skip
+    }
+
+
+@pytest.mark.parametrize(
+    "name, function, skip",
+    [
+        ("gl", losses.generalized_loss, {"stride", "max_iterations", "threshold"}),
+        ("bl", losses.bayesian_loss, {"stride", "targets"}),
+        ("dm_count", losses.dm_count_loss, {"stride"}),
+        ("l2", losses.l2_loss, {"stride"}),
+    ],
+)
+def test_loss_blocks_hold_the_losses_defaults(name, function, skip):
+    """The config's loss blocks are the references' defaults, which the loss functions carry."""
+    block = _config(CONFIG_DIR / "default.py").loss[name].to_dict()
+    assert block == _defaults(function, skip)
+
+
+def test_synthetic_block_matches_the_options():
+    block = _config(CONFIG_DIR / "default.py").dataset.synthetic.to_dict()
+    assert SyntheticCrowdOptions.from_value(block) == SyntheticCrowdOptions()
