@@ -127,4 +127,7 @@ def create_train_state(
     def from_seed(seed):
         return from_params(model.init(jax.random.key(seed), dummy)["params"])
 
-    return jax.jit(from_seed, out_shardings=replicated)(config.seed)
+    # The parameters are replicated, never sharded, so the partitionable threefry variant buys
+    # nothing here, and the classic one compiles the 19 initialisers ~5x faster on CPU.
+    with jax.threefry_partitionable(False):
+        return jax.jit(from_seed, out_shardings=replicated)(config.seed)

@@ -60,8 +60,8 @@ def train_step(
     metrics = {
         "loss": loss,
         "count_error": jnp.mean(jnp.abs(jnp.sum(density, axis=(1, 2)) - heads)),
-        "grad_norm": optax.global_norm(grads),
-        "param_norm": optax.global_norm(state.params),
+        "grad_norm": optax.tree.norm(grads),
+        "param_norm": optax.tree.norm(state.params),
         "learning_rate": jnp.asarray(learning_rate_fn(state.step), jnp.float32),
     }
     metrics.update({f"term/{name}": jnp.mean(value) for name, value in terms.items()})

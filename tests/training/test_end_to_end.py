@@ -1,0 +1,54 @@
+"""A whole tiny run in-process: train, evaluate, checkpoint, write metrics, pictures, stop on NaN."""
+
+import json
+
+import numpy as np
+import pytest
+
+from gcc_jax.evaluate import evaluate_checkpoint
+from gcc_jax.training import NonFiniteLossError, RunCheckpoints, load_workdir_config, read_metrics, train_and_evaluate
+
+
+def test_tiny_run_trains_evaluates_and_checkpoints(tmp_path, make_tiny_config):
+    # 4 training images, batch 4: one step per epoch; evaluation every 6 epochs.
+    config = make_tiny_config(num_train_steps=-1, num_epochs=12, eval_every_epochs=6, checkpoint_every_steps=6)
+    final = train_and_evaluate(config, tmp_path)
+
+    train = read_metrics(tmp_path, "train")
+    val = read_metrics(tmp_path, "val")
+    assert [r["step"] for r in train] == list(range(1, 13))
+    assert [r["step"] for r in val] == [0, 6, 12]
+    losses = np.array([r["loss"] for r in train])
+    assert np.isfinite(losses).all()
+    assert losses[-3:].mean() < 0.8 * losses[:3].mean(), losses
+    for name in ("term/ot", "term/point", "term/pixel", "grad_norm", "learning_rate", "count_error"):
+        assert name in train[0]
+    for name in ("mae", "rmse", "nae", "trivial_mae", "num_images"):
+        assert name in val[0]
+    assert val[-1]["mae"] == pytest.approx(final["mae"])
+    assert val[0]["num_images"] == 2
+
+    checkpoints = RunCheckpoints(tmp_path)
+    assert checkpoints.latest_step() == 12
+    best_step, best = checkpoints.best()
+    assert best["mae"] == min(r["mae"] for r in val)
+    assert best_step == min(val, key=lambda r: r["mae"])["step"]
+    checkpoints.close()
+
+    assert load_workdir_config(tmp_path).to_dict() == json.loads(json.dumps(config.to_dict()))
+    assert (tmp_path / "pictures" / "step_00000000.png").is_file()
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+    # The evaluation entry point rebuilds everything from the workdir.
+    latest = evaluate_checkpoint(load_workdir_config(tmp_path), workdir=tmp_path, checkpoint="latest")
+    assert latest["step"] == 12 and latest["mae"] == pytest.approx(final["mae"], rel=1e-5)
+
+
+def test_nan_stops_training_and_keeps_the_last_checkpoint(tmp_path, make_tiny_config):
+    # An absurd learning rate blows the weights up after the first update.
+    config = make_tiny_config(num_train_steps=4, checkpoint_every_steps=1, **{"optimizer.learning_rate": 1e30})
+    with pytest.raises(NonFiniteLossError, match=r"at step 2\b.*checkpoint \(step 1\)"):
+        train_and_evaluate(config, tmp_path)
+    checkpoints = RunCheckpoints(tmp_path)
+    assert checkpoints.latest_step() == 1
+    checkpoints.close()

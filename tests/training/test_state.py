@@ -1,0 +1,122 @@
+"""Optimizer (torch-style Adam + L2), GL's warm-up schedule, model and train-state creation."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from gcc_jax.models import save_variables
+from gcc_jax.training import (
+    create_learning_rate_fn,
+    create_mesh,
+    create_model,
+    create_optimizer,
+    create_train_state,
+)
+
+
+def _optimizer_config(**overrides):
+    config = ml_collections.ConfigDict(
+        {"learning_rate": 1e-2, "weight_decay": 0.1, "warmup_epochs": 0, "b1": 0.9, "b2": 0.999, "eps": 1e-8}
+    )
+    config.update(overrides)
+    return config
+
+
+def test_optimizer_matches_torch_adam_with_weight_decay():
+    torch = pytest.importorskip("torch")
+    config = _optimizer_config()
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=5).astype(np.float32)
+    targets = rng.normal(size=(4, 5)).astype(np.float32)
+
+    scales = np.arange(1, 6, dtype=np.float32)
+
+    def loss(w, t, scales):  # a different quadratic each step
+        return ((w - t) ** 2 * scales).sum()
+
+    weight = torch.nn.Parameter(torch.tensor(start))
+    reference = torch.optim.Adam([weight], lr=config.learning_rate, weight_decay=config.weight_decay)
+    for t in targets:
+        reference.zero_grad()
+        loss(weight, torch.tensor(t), torch.tensor(scales)).backward()
+        reference.step()
+
+    tx = create_optimizer(config, create_learning_rate_fn(config, steps_per_epoch=1))
+    params = jnp.asarray(start)
+    state = tx.init(params)
+    for t in targets:
+        grads = jax.grad(loss)(params, jnp.asarray(t), jnp.asarray(scales))
+        updates, state = tx.update(grads, state, params)
+        params = params + updates
+    np.testing.assert_allclose(params, weight.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_weight_decay_is_l2_not_decoupled():
+    """With a zero gradient, torch Adam's L2 decay moves a weight by lr (Adam normalises wd·θ),
+    AdamW's by lr·wd·θ: the first step tells them apart."""
+    config = _optimizer_config(learning_rate=1e-3, weight_decay=1e-2)
+    tx = create_optimizer(config, create_learning_rate_fn(config, steps_per_epoch=1))
+    params = jnp.asarray([2.0])
+    updates, _ = tx.update(jnp.zeros(1), tx.init(params), params)
+    np.testing.assert_allclose(updates, [-1e-3], rtol=1e-4)
+
+
+def test_warmup_is_gl_staircase():
+    config = _optimizer_config(learning_rate=1e-5, warmup_epochs=10)
+    schedule = create_learning_rate_fn(config, steps_per_epoch=3)
+    rates = np.asarray([schedule(step) for step in range(36)])
+    expected = [1e-5 * min((step // 3 + 1) / 10, 1.0) for step in range(36)]
+    np.testing.assert_allclose(rates, expected, rtol=1e-6)
+
+
+def test_constant_rate_without_warmup():
+    schedule = create_learning_rate_fn(_optimizer_config(learning_rate=3e-4), steps_per_epoch=5)
+    assert float(schedule(0)) == pytest.approx(3e-4) and float(schedule(1000)) == pytest.approx(3e-4)
+
+
+def _run_config(tmp_path=None, **model):
+    config = ml_collections.ConfigDict(
+        {
+            "seed": 0,
+            "crop_size": 32,
+            "loss": {"name": "dm_count"},
+            "model": {"width": 1 / 16, "dtype": "float32", "init_checkpoint": None},
+        }
+    )
+    config.model.update(model)
+    return config
+
+
+def test_model_takes_the_losses_head():
+    config = _run_config()
+    model = create_model(config)
+    assert (model.upsample, model.output, model.width) == ("bilinear", "relu", 1 / 16)
+
+
+def test_train_state_is_replicated_and_seeded():
+    config = _run_config()
+    model = create_model(config)
+    tx = create_optimizer(_optimizer_config(), create_learning_rate_fn(_optimizer_config(), 1))
+    mesh = create_mesh()
+    state = create_train_state(config, model, tx, mesh)
+    again = create_train_state(config, model, tx, mesh)
+    leaf = jax.tree.leaves(state.params)[0]
+    assert leaf.sharding.is_fully_replicated and int(state.step) == 0
+    jax.tree.map(np.testing.assert_array_equal, state.params, again.params)
+
+
+def test_train_state_from_init_checkpoint(tmp_path):
+    config = _run_config()
+    model = create_model(config)
+    tx = create_optimizer(_optimizer_config(), create_learning_rate_fn(_optimizer_config(), 1))
+    source = create_train_state(config, model, tx, create_mesh())
+    save_variables(tmp_path / "init", {"params": source.params}, {"width": 1 / 16, "upsample": "nearest", "output": "abs"})
+    config.model.init_checkpoint = str(tmp_path / "init")
+    config.seed = 1  # ignored: the checkpoint decides
+    state = create_train_state(config, model, tx, create_mesh())
+    jax.tree.map(np.testing.assert_array_equal, state.params, source.params)
+    config.model.width = 1 / 8
+    with pytest.raises(ValueError, match="width"):
+        create_train_state(config, create_model(config), tx, create_mesh())
