@@ -232,11 +232,16 @@ def pad_image_to_multiple(image, *, multiple: int = 16, value=0.0):
 def _pad_bottom_right(image, pad_h, pad_w, value):
     # tf.pad only takes a scalar fill; a per-channel fill is written where a padded
     # validity mask is False (dtype-safe, no arithmetic on uint8 images).
-    paddings = [[0, pad_h], [0, pad_w], [0, 0]]
-    padded = tf.pad(image, paddings)
-    valid = tf.pad(tf.ones(tf.concat([tf.shape(image)[:2], [1]], 0), tf.bool), paddings)
     fill = tf.cast(tf.convert_to_tensor(value), image.dtype)
-    return tf.where(valid, padded, tf.broadcast_to(fill, tf.shape(padded)))
+
+    def pad():
+        paddings = [[0, pad_h], [0, pad_w], [0, 0]]
+        padded = tf.pad(image, paddings)
+        valid = tf.pad(tf.ones(tf.concat([tf.shape(image)[:2], [1]], 0), tf.bool), paddings)
+        return tf.where(valid, padded, tf.broadcast_to(fill, tf.shape(padded)))
+
+    # Most images need no padding: skip the full-image pass for them.
+    return tf.cond(pad_h + pad_w > 0, pad, lambda: tf.identity(image))
 
 
 def head_box_fraction(points, head_sizes, *, left, top, size):
@@ -277,10 +282,12 @@ def crop_with_points(image, points, head_sizes, *, top, left, crop_size: int, mi
     A head is kept when at least ``min_fraction`` of its box (see
     :func:`head_box_fraction`) lies in the window; kept points are shifted to window
     coordinates ``(x − left, y − top)`` and are *not* clipped (a kept head may sit a little
-    outside the window, as in the reference).
+    outside the window, as in the reference). An image smaller than the window behaves as if
+    padded at the bottom / right: the window may reach past its edge, and the returned crop
+    is then smaller than ``c × c`` (pad it afterwards, e.g. with :func:`pad_to_min_size`).
 
     Args:
-      image: ``[H, W, C]`` image with ``H ≥ top + c`` and ``W ≥ left + c``.
+      image: ``[H, W, C]`` image.
       points: ``[n, 2]`` float32 ``(x, y)`` image pixels.
       head_sizes: ``[n]`` float32 head box sides.
       top: window's first row.
@@ -289,12 +296,12 @@ def crop_with_points(image, points, head_sizes, *, top, left, crop_size: int, mi
       min_fraction: the keep threshold (0.3 in the reference).
 
     Returns:
-      ``(crop [c, c, C], points [k, 2] float32 crop pixels, fractions [k] float32)``.
+      ``(crop [min(c, H − top), min(c, W − left), C], points [k, 2] float32 crop pixels,
+      fractions [k] float32)``.
     """
     image = tf.convert_to_tensor(image)
     points = tf.convert_to_tensor(points, tf.float32)
     crop = image[top : top + crop_size, left : left + crop_size]
-    crop = tf.ensure_shape(crop, [crop_size, crop_size, image.shape[-1]])
     fraction = head_box_fraction(points, head_sizes, left=left, top=top, size=crop_size)
     keep = fraction >= min_fraction
     offset = tf.stack([tf.cast(left, tf.float32), tf.cast(top, tf.float32)])

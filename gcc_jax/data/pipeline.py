@@ -222,6 +222,11 @@ def make_train_dataset(
     num_examples = len(source)
     local_batch = batch_size // process_count
     steps = _steps(num_examples, batch_size, drop_remainder)
+    if steps == 0:
+        raise ValueError(
+            f"{name} split {split!r} has {num_examples} examples, fewer than one batch of {batch_size} "
+            "(use a smaller batch_size or drop_remainder=False)"
+        )
     permutation = np.random.default_rng([seed, epoch]).permutation(num_examples)
     order = [
         int(index)
@@ -255,21 +260,25 @@ def make_train_dataset(
 
     def transform(example):
         image = _decode(example["image"], source.encoded)
-        shape = tf.shape(image)
-        height, width, scale_x, scale_y = ops.resize_shape(shape[0], shape[1], rule)
-        image, points = ops.resize_with_points(
-            image, example["points"], height=height, width=width, scale_x=scale_x, scale_y=scale_y
-        )
-        head_sizes = example["head_sizes"] * tf.sqrt(scale_x * scale_y)
+        points, head_sizes = example["points"], example["head_sizes"]
+        if rule.kind != "none":  # without a rule the image stays uint8 until it is cropped
+            shape = tf.shape(image)
+            height, width, scale_x, scale_y = ops.resize_shape(shape[0], shape[1], rule)
+            image, points = ops.resize_with_points(
+                image, points, height=height, width=width, scale_x=scale_x, scale_y=scale_y
+            )
+            head_sizes = head_sizes * tf.sqrt(scale_x * scale_y)
         if min_size_policy == "upscale":
             image, points, ratio = ops.upscale_to_min_size(image, points, min_size=crop_size)
             head_sizes = head_sizes * ratio
-        st_size = tf.cast(tf.reduce_min(tf.shape(image)[:2]), tf.float32)
-        if min_size_policy == "pad":
-            image = ops.pad_to_min_size(image, min_size=crop_size, value=_MEAN_255)
-        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(example["seed"], 2))
         shape = tf.shape(image)
-        top, left = ops.random_crop_offsets(shape[0], shape[1], crop_size=crop_size, seed=crop_seed)
+        st_size = tf.cast(tf.reduce_min(shape[:2]), tf.float32)
+        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(example["seed"], 2))
+        # "pad": a smaller image is cropped as if padded at the bottom / right; the padding is
+        # added to the normalised crop as 0 (the ImageNet mean colour), never to the full image.
+        top, left = ops.random_crop_offsets(
+            tf.maximum(shape[0], crop_size), tf.maximum(shape[1], crop_size), crop_size=crop_size, seed=crop_seed
+        )
         crop, points, targets = ops.crop_with_points(
             image,
             points,
@@ -279,6 +288,8 @@ def make_train_dataset(
             crop_size=crop_size,
             min_fraction=min_fraction,
         )
+        crop = ops.pad_to_min_size(_normalise(crop), min_size=crop_size)
+        crop = tf.ensure_shape(crop, [crop_size, crop_size, 3])
         if flip:
             crop, points = tf.cond(
                 tf.random.stateless_uniform([], flip_seed) < 0.5,
@@ -286,7 +297,7 @@ def make_train_dataset(
                 lambda: (crop, points),
             )
         out = ops.pad_points(points, targets, max_points=max_points)
-        out["image"] = tf.ensure_shape(_normalise(crop), [crop_size, crop_size, 3])
+        out["image"] = crop
         out["st_size"] = st_size
         return out
 

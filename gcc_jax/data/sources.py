@@ -15,6 +15,7 @@ per-epoch permutation, and skip to any batch when resuming.
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 
@@ -98,6 +99,13 @@ class SyntheticSource:
         return self._options.height, self._options.width
 
 
+@functools.lru_cache(maxsize=8)
+def _synthetic_source(options: SyntheticCrowdOptions, split: str) -> SyntheticSource:
+    # One source per (options, split) and process, so its cache of generated images
+    # survives from one epoch's pipeline to the next.
+    return SyntheticSource(options, split)
+
+
 def _text(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
@@ -136,7 +144,7 @@ def open_source(
     if spec.tfds_name is None:
         if split not in spec.splits:
             raise ValueError(f"{name} has no split {split!r}; splits: {', '.join(spec.splits)}")
-        return SyntheticSource(SyntheticCrowdOptions.from_value(synthetic), split)
+        return _synthetic_source(SyntheticCrowdOptions.from_value(synthetic), split)
     if synthetic is not None:
         raise ValueError(f"synthetic options were given for the real data set {name!r}")
     _check_split(name, split, spec.splits)

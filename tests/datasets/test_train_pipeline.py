@@ -47,6 +47,8 @@ def test_batch_shapes_dtypes_and_length():
         assert not batch["points"][~batch["point_mask"]].any()
         np.testing.assert_array_equal(batch["st_size"], 64.0)
     assert train_steps_per_epoch("synthetic_crowd", batch_size=5, drop_remainder=False, synthetic=OPTIONS) == 3
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        epoch_batches(batch_size=16)
 
 
 def test_same_seed_and_epoch_give_the_same_batches_and_epochs_differ():
