@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from jax.test_util import check_grads
 
 from gcc_jax.losses import bayesian_loss
+from gcc_jax.losses import _bayesian
 
 NUM_CASES = 4
 
@@ -272,3 +273,12 @@ def test_bad_shapes_raise(shapes, message):
     density, points, mask = (np.zeros(s) for s in shapes)
     with pytest.raises(ValueError, match=message):
         bayesian_loss(density, points, mask.astype(bool), st_size=64.0)
+
+
+def test_one_compilation_per_shape():
+    density, points, mask, st_size, targets = random_batch(17, batch=2, size=5, max_points=7, counts=(3, 7))
+    bayesian_loss(density, points, mask, st_size=st_size, targets=targets)
+    compiled = _bayesian._batch_losses._cache_size()
+    bayesian_loss(density * 2, points + 1, ~mask, st_size=st_size * 2, targets=targets / 2)
+    bayesian_loss(density, points, mask, st_size=300.0)
+    assert _bayesian._batch_losses._cache_size() == compiled

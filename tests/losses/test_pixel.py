@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jax.test_util import check_grads
 
 from gcc_jax.losses import gaussian_density, l2_loss
+from gcc_jax.losses import _pixel
 
 
 def random_batch(seed, *, batch=3, size=16, stride=8, max_points=12, counts=(5, 0, 12)):
@@ -181,7 +182,7 @@ def test_gradient_matches_finite_differences():
         mask = jnp.asarray([[True, True, False], [True, False, False]])
         for adaptive in (False, True):
             check_grads(lambda d: l2_loss(d, points, mask, sigma=4.0, adaptive=adaptive)[0], (density,),
-                        order=2, modes=("rev",), atol=1e-6, rtol=1e-6)
+                        order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -222,3 +223,11 @@ def test_gaussian_density_bad_sizes_raise():
         gaussian_density(np.zeros((1, 3, 2)), np.ones((1, 3), bool), height=0, width=4)
     with pytest.raises(ValueError, match="point_mask"):
         gaussian_density(np.zeros((1, 3, 2)), np.ones((1, 2), bool), height=4, width=4)
+
+
+def test_one_compilation_per_shape():
+    density, points, mask = random_batch(17, batch=2, size=5, max_points=7, counts=(3, 7))
+    l2_loss(density, points, mask)
+    compiled = _pixel._batch_losses._cache_size()
+    l2_loss(density * 2, points + 1, ~mask)
+    assert _pixel._batch_losses._cache_size() == compiled
