@@ -24,7 +24,7 @@ from jax.sharding import Mesh
 
 from gcc_jax.metrics import CountingAccumulator
 from gcc_jax.models import STRIDE, output_shape
-from gcc_jax.training.mesh import create_mesh, replicated_sharding
+from gcc_jax.training.mesh import batch_sharding, create_mesh, replicated_sharding
 
 __all__ = ["EvalResult", "evaluate", "iterate_predictions", "local_eval_mesh", "to_local_mesh"]
 
@@ -76,7 +76,9 @@ def iterate_predictions(
         pad = -size % mesh.size
         if pad:
             images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
-        density = np.asarray(jax.device_get(predict_fn(variables, images)))[:size]
+        # Placed explicitly: with several processes, jit takes no host arrays for a sharded input.
+        placed = jax.device_put(images, batch_sharding(mesh))
+        density = np.asarray(jax.device_get(predict_fn(variables, placed)))[:size]
         for i in range(size):
             height, width = (int(v) for v in batch["image_hw"][i])
             rows, cols = output_shape(height, width)

@@ -7,11 +7,12 @@ import pytest
 
 from gcc_jax.evaluate import evaluate_checkpoint
 from gcc_jax.training import NonFiniteLossError, RunCheckpoints, load_workdir_config, read_metrics, train_and_evaluate
+from tiny_runs import tiny_config
 
 
-def test_tiny_run_trains_evaluates_and_checkpoints(tmp_path, make_tiny_config):
+def test_tiny_run_trains_evaluates_and_checkpoints(tmp_path):
     # 4 training images, batch 4: one step per epoch; evaluation every 6 epochs.
-    config = make_tiny_config(num_train_steps=-1, num_epochs=12, eval_every_epochs=6, checkpoint_every_steps=6)
+    config = tiny_config(num_train_steps=-1, num_epochs=12, eval_every_epochs=6, checkpoint_every_steps=6)
     final = train_and_evaluate(config, tmp_path)
 
     train = read_metrics(tmp_path, "train")
@@ -44,9 +45,9 @@ def test_tiny_run_trains_evaluates_and_checkpoints(tmp_path, make_tiny_config):
     assert latest["step"] == 12 and latest["mae"] == pytest.approx(final["mae"], rel=1e-5)
 
 
-def test_nan_stops_training_and_keeps_the_last_checkpoint(tmp_path, make_tiny_config):
+def test_nan_stops_training_and_keeps_the_last_checkpoint(tmp_path):
     # An absurd learning rate blows the weights up after the first update.
-    config = make_tiny_config(num_train_steps=4, checkpoint_every_steps=1, **{"optimizer.learning_rate": 1e30})
+    config = tiny_config(num_train_steps=4, checkpoint_every_steps=1, **{"optimizer.learning_rate": 1e30})
     with pytest.raises(NonFiniteLossError, match=r"at step 2\b.*checkpoint \(step 1\)"):
         train_and_evaluate(config, tmp_path)
     checkpoints = RunCheckpoints(tmp_path)
