@@ -36,7 +36,7 @@ def normalize_images(images):
         raise ValueError(f"images must be RGB with a last axis of 3, got shape {tuple(images.shape)}")
     mean = np.asarray(IMAGENET_MEAN, np.float32) * 255.0
     inv_std = 1.0 / (np.asarray(IMAGENET_STD, np.float32) * 255.0)
-    if hasattr(images, "numpy") and not isinstance(images, np.ndarray) and type(images).__module__.startswith("tensorflow"):
+    if type(images).__module__.startswith("tensorflow"):  # eager and graph (tf.data) tensors
         import tensorflow as tf
 
         return (tf.cast(images, tf.float32) - mean) * inv_std
