@@ -109,6 +109,7 @@ class _Scaling(NamedTuple):
     iteration: jnp.ndarray  # the next iteration number (1-based), or the one that stopped
     u: jnp.ndarray  # [M] scaling of the points
     v: jnp.ndarray  # [n] scaling of the cells
+    transported: jnp.ndarray  # [n] Kᵀu of the current u (the next step and the error need it)
     error: jnp.ndarray  # last evaluated ‖b − v ⊙ Kᵀu‖²
     diverged: jnp.ndarray  # True once a NaN or inf stopped the loop
 
@@ -154,24 +155,26 @@ def _sinkhorn_knopp(a, b, kernel: _SeparableKernel, *, num_iters):
         return (state.error > _STOP_THRESHOLD) & (state.iteration <= num_iters) & ~state.diverged
 
     def step(state: _Scaling):
-        v = b / (kernel.transpose_apply(state.u) + _SINKHORN_EPS)
+        v = b / (state.transported + _SINKHORN_EPS)
         u = a / (kernel.apply(v) + _SINKHORN_EPS)
+        transported = kernel.transpose_apply(u)
         diverged = ~(jnp.all(jnp.isfinite(u)) & jnp.all(jnp.isfinite(v)))
         # On NaN/inf the reference breaks out *before* counting or evaluating the iteration.
         u = jnp.where(diverged, state.u, u)
         v = jnp.where(diverged, state.v, v)
+        transported = jnp.where(diverged, state.transported, transported)
         evaluate = (state.iteration % _EVAL_EVERY == 0) & ~diverged
-        error = jnp.where(
-            evaluate, jnp.sum((b - kernel.transpose_apply(u) * v) ** 2), state.error
-        )
+        error = jnp.where(evaluate, jnp.sum((b - transported * v) ** 2), state.error)
         iteration = jnp.where(diverged, state.iteration, state.iteration + 1)
-        return _Scaling(iteration, u, v, error, diverged)
+        return _Scaling(iteration, u, v, transported, error, diverged)
 
     num_points = jnp.maximum(jnp.sum(a > 0), 1).astype(b.dtype)
+    u = jnp.where(a > 0, 1.0 / num_points, 0.0).astype(b.dtype)
     start = _Scaling(
         iteration=jnp.asarray(1, jnp.int32),
-        u=jnp.where(a > 0, 1.0 / num_points, 0.0).astype(b.dtype),
+        u=u,
         v=jnp.full(b.shape, 1.0 / b.shape[0], b.dtype),
+        transported=kernel.transpose_apply(u),
         error=jnp.asarray(1.0, b.dtype),
         diverged=jnp.asarray(False),
     )
