@@ -121,6 +121,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Warm-up epochs: lr · (e + 1) / warmup_epochs in epoch e < warmup_epochs, as GL's trainer
     # does (a step per epoch); 0 = constant lr.
     config.optimizer.warmup_epochs = 10
+    # After the warm-up: "constant" (the references) or "cosine" (decay to 0 at the last step).
+    config.optimizer.decay = "constant"
     # Adam's moment decay rates and epsilon (torch's defaults).
     config.optimizer.b1 = 0.9
     config.optimizer.b2 = 0.999

@@ -34,6 +34,7 @@ def get_config(arg=None):
     config.model.width = 1 / 8
     config.optimizer.learning_rate = 1e-3
     config.optimizer.warmup_epochs = 0
+    config.optimizer.decay = "cosine"
     config.num_epochs = 10
     config.eval_every_epochs = 1
     config.log_every_steps = 10

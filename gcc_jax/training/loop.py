@@ -148,7 +148,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     total_steps = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * steps_per_epoch
 
     model = create_model(config)
-    learning_rate_fn = create_learning_rate_fn(config.optimizer, steps_per_epoch)
+    learning_rate_fn = create_learning_rate_fn(config.optimizer, steps_per_epoch, total_steps)
     state = create_train_state(config, model, create_optimizer(config.optimizer, learning_rate_fn), mesh)
     checkpoints = RunCheckpoints(workdir, max_to_keep=config.max_checkpoints_to_keep)
     writer = MetricWriter(workdir, enabled=is_chief)

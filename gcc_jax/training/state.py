@@ -43,29 +43,45 @@ def create_model(config: ml_collections.ConfigDict) -> VGG19Density:
     )
 
 
-def create_learning_rate_fn(optimizer_config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
-    """GL's warm-up: ``lr · (e + 1) / W`` during epoch ``e < W``, then ``lr``.
+def create_learning_rate_fn(
+    optimizer_config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int | None = None
+) -> optax.Schedule:
+    """GL's warm-up, then a constant rate (the references) or a cosine decay to 0.
 
-    GL's trainer (``utils/emd_dot_trainer.py``) sets the rate once per epoch, so the warm-up
-    is a staircase of ``W`` steps, not a per-step ramp. ``W = 0`` gives a constant rate.
+    Warm-up: ``lr · (e + 1) / W`` during epoch ``e < W``. GL's trainer
+    (``utils/emd_dot_trainer.py``) sets the rate once per epoch, so the warm-up is a staircase
+    of ``W`` steps, not a per-step ramp; ``W = 0`` means none. ``decay="cosine"`` multiplies
+    the rate by ``(1 + cos(π · step / total_steps)) / 2``.
 
     Args:
-      optimizer_config: ``config.optimizer`` (``learning_rate``, ``warmup_epochs``).
+      optimizer_config: ``config.optimizer`` (``learning_rate``, ``warmup_epochs``, ``decay``:
+        ``"constant"`` or ``"cosine"``).
       steps_per_epoch: optimizer steps in one epoch.
+      total_steps: steps of the whole run (needed by ``"cosine"``).
 
     Returns:
       ``schedule(step) -> learning rate``.
+
+    Raises:
+      ValueError: an unknown decay, or ``"cosine"`` without ``total_steps``.
     """
     base = optimizer_config.learning_rate
     warmup = optimizer_config.warmup_epochs
+    decay = optimizer_config.get("decay", "constant")
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-    if warmup == 0:
-        return optax.constant_schedule(base)
+    if decay not in ("constant", "cosine"):
+        raise ValueError(f"config.optimizer.decay must be 'constant' or 'cosine', got {decay!r}")
+    if decay == "cosine" and not total_steps:
+        raise ValueError("config.optimizer.decay='cosine' needs the run's total_steps")
 
     def schedule(step):
-        epoch = step // steps_per_epoch
-        return base * jnp.minimum((epoch + 1) / warmup, 1.0)
+        rate = jnp.asarray(base, jnp.float32)
+        if warmup:
+            rate = rate * jnp.minimum((step // steps_per_epoch + 1) / warmup, 1.0)
+        if decay == "cosine":
+            rate = rate * 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.minimum(step / total_steps, 1.0)))
+        return rate
 
     return schedule
 
