@@ -65,7 +65,8 @@ def _with_a_point_everywhere(points, point_mask):
 
 @functools.partial(jax.jit, static_argnames="hyper")
 def _batch_terms(density, points, point_mask, hyper: Hyper):
-    mass = jnp.abs(jnp.sum(density, axis=(1, 2)))
+    # |Σ A| with PyTorch's zero subgradient at 0 (an all-zero map of an empty crop).
+    mass = _geometry.abs_zero_subgradient(jnp.sum(density, axis=(1, 2)))
     empty = {"ot": mass, "point": mass, "pixel": mass, "entropy": jnp.zeros_like(mass)}
     if points.shape[1] == 0:  # no point slots at all: every image takes the empty branch
         terms = empty

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from gcc_jax.losses import _generalized_common as common
+from gcc_jax.losses import _geometry
 
 __all__ = ["converged_potentials", "dense_potentials", "dense_terms"]
 
@@ -103,7 +104,8 @@ def converged_potentials(density, points, point_mask, hyper):
 
 
 def _divergence(residual, kind):
-    return jnp.abs(residual) if kind == "l1" else residual * residual
+    # PyTorch's |x| has derivative 0 at 0 (jnp.abs: 1); the chunked gradient uses sign() too.
+    return _geometry.abs_zero_subgradient(residual) if kind == "l1" else residual * residual
 
 
 def image_terms(density, points, point_mask, f, g, hyper):

@@ -101,6 +101,14 @@ def test_empty_image_branch():
     np.testing.assert_allclose(grad, np.full_like(density, 1.6 / 3), rtol=1e-6)
 
 
+def test_empty_zero_map_has_pytorchs_zero_subgradient():
+    # The reference's |0 − ΣA| at ΣA = 0 has gradient 0 in PyTorch (jnp.abs would give 1).
+    grad = jax.grad(
+        lambda d: generalized_loss(d, np.zeros((2, 3, 2)), np.zeros((2, 3), bool), crop_size=32)[0]
+    )(jnp.zeros((2, 4, 4)))
+    assert np.all(np.asarray(grad) == 0.0)
+
+
 def test_zero_point_slots():
     density = np.ones((2, 4, 4), np.float32)
     loss, terms = generalized_loss(density, np.zeros((2, 0, 2)), np.zeros((2, 0), bool), crop_size=32)
