@@ -142,6 +142,28 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.max_checkpoints_to_keep = 2
     # Validation images drawn as density-map pictures at each evaluation (PNG + TensorBoard).
     config.num_pictures = 4
+
+    # Localization metrics of the evaluations, beside the counting metrics (see
+    # gcc_jax.training.evaluation.LocalizationOptions): peaks of the density map matched to
+    # the heads, precision / recall / F1 summed over the split.
+    config.localization = ml_collections.ConfigDict()
+    # Compute them (a peak search and a bipartite matching per image).
+    config.localization.enabled = True
+    # Peak threshold on the per-cell density scale (0.05 in GL's recipe). `python -m
+    # gcc_jax.evaluate --workdir W --split val --choose_threshold` picks the best one on a
+    # validation split and stores it in W/localization_threshold.json, which evaluate and
+    # gcc_jax.predict then use instead of this value.
+    config.localization.threshold = 0.05
+    # Fixed matching radii in original-image pixels (metrics loc/f1_r4, loc/f1_r8, ...); data
+    # sets with head boxes (NWPU-Crowd, JHU-Crowd++) add NWPU's sigma_s and sigma_l.
+    config.localization.radii = (4.0, 8.0)
+    # Setting whose F1 --choose_threshold maximises: "auto" (sigma_l with boxes, else the
+    # largest fixed radius), "sigma_l", "sigma_s" or "r<radius>".
+    config.localization.choose_on = "auto"
+    # Pixels added to both coordinates of every detected head. 0 is GL's recipe; a model
+    # trained with loss.gl.cell_offset="reference" puts each head's mass half a cell (4 px)
+    # up-left of it, which 4.0 compensates (see LocalizationOptions).
+    config.localization.pixel_offset = 0.0
     # Progress bar with ETA on the console (process 0 only).
     config.progress_bar = True
 

@@ -9,12 +9,20 @@ hosts, once, at the end (:func:`evaluate`).
 own cells, its ground truth and metadata — so that further per-image consumers (localization
 metrics, pictures, dumps) sit next to the counting accumulator in :func:`evaluate` without a
 second pass over the data.
+
+Localization (when the records have points): the peaks of each density map
+(:func:`gcc_jax.localization.density_to_point_list` at ``LocalizationOptions.threshold``) are
+matched to the heads (:func:`gcc_jax.metrics.match_points`) at fixed radii given in
+original-image pixels (``r4``, ``r8``, ...) and, where the data set has head boxes (NWPU-Crowd,
+JHU-Crowd++), at the NWPU radii ``sigma_s`` / ``sigma_l`` of the original boxes; TP / FP / FN
+are summed over the split (all processes) into precision, recall and F1.
+:func:`choose_localization_threshold` picks the threshold with the best F1 on such records.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -22,11 +30,152 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from gcc_jax.metrics import CountingAccumulator
+from gcc_jax.localization import ThresholdChoice, choose_threshold, density_to_point_list
+from gcc_jax.metrics import CountingAccumulator, LocalizationAccumulator, nwpu_radii
 from gcc_jax.models import STRIDE, output_shape
 from gcc_jax.training.mesh import batch_sharding, create_mesh, replicated_sharding
 
-__all__ = ["EvalResult", "evaluate", "iterate_predictions", "local_eval_mesh", "to_local_mesh"]
+__all__ = [
+    "EvalResult",
+    "LocalizationOptions",
+    "choose_localization_threshold",
+    "evaluate",
+    "evaluate_records",
+    "iterate_predictions",
+    "local_eval_mesh",
+    "localization_radii",
+    "to_local_mesh",
+]
+
+# Radius settings computed from head boxes (metrics.nwpu_radii), beside the fixed radii.
+_BOX_SETTINGS = ("sigma_s", "sigma_l")
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalizationOptions:
+    """How :func:`evaluate` scores localization (``config.localization``).
+
+    Attributes:
+      threshold: peak threshold of :func:`gcc_jax.localization.density_to_points`
+        (per-cell density scale; 0.05 in GL's recipe).
+      radii: fixed matching radii in original-image pixels, one setting ``r<radius>`` each
+        (e.g. ``r4``, ``r8``).
+      choose_on: the setting whose F1 :func:`choose_localization_threshold` maximises:
+        ``"auto"`` (``sigma_l`` when the data set has boxes, else the largest fixed radius),
+        ``"sigma_l"``, ``"sigma_s"`` or ``"r<radius>"`` of ``radii``.
+      pixel_offset: added to both coordinates of every detected point
+        (``density_to_points(pixel_offset=...)``). 0 is GL's recipe. A model trained with GL's
+        reference cell positions (``cell_offset="reference"``: cell ``(i, j)`` at
+        ``((j+1)·8, (i+1)·8)``) learns to put each head's mass half a cell above and left of
+        it, so its peaks sit about 4 px up-left of the heads; 4.0 compensates.
+    """
+
+    threshold: float = 0.05
+    radii: tuple[float, ...] = (4.0, 8.0)
+    choose_on: str = "auto"
+    pixel_offset: float = 0.0
+
+    def __post_init__(self):
+        radii = tuple(float(r) for r in self.radii)
+        if not radii or min(radii) <= 0:
+            raise ValueError(f"localization radii must be positive pixels, got {self.radii!r}")
+        object.__setattr__(self, "radii", radii)
+        if not self.threshold >= 0:
+            raise ValueError(f"localization threshold must be >= 0, got {self.threshold!r}")
+        names = ("auto", *_BOX_SETTINGS, *self.fixed_settings)
+        if self.choose_on not in names:
+            raise ValueError(f"localization choose_on={self.choose_on!r} is not one of {names}")
+
+    @property
+    def fixed_settings(self) -> tuple[str, ...]:
+        """Names of the fixed-radius settings, ``r<radius>`` in ``radii`` order."""
+        return tuple(f"r{r:g}" for r in self.radii)
+
+    @classmethod
+    def from_config(cls, config) -> "LocalizationOptions | None":
+        """Options of ``config.localization``; ``None`` when ``enabled`` is false. Configs
+        saved before the block existed get the defaults."""
+        block = config.get("localization") if hasattr(config, "get") else None
+        if block is None:
+            return cls()
+        if not block.get("enabled", True):
+            return None
+        return cls(
+            threshold=float(block.get("threshold", cls.threshold)),
+            radii=tuple(block.get("radii", cls.radii)),
+            choose_on=block.get("choose_on", cls.choose_on),
+            pixel_offset=float(block.get("pixel_offset", cls.pixel_offset)),
+        )
+
+
+def localization_radii(record: Mapping[str, Any], radii: Sequence[float]) -> dict[str, Any]:
+    """Matching radii of one image's heads, in the pixels of the evaluated (resized) image.
+
+    The settings are defined in original-image pixels and scaled by the record's ``scale``
+    (exact for the isotropic resize rules; the geometric mean of the two factors under
+    ``"dmcount_fit"``). ``sigma_s`` / ``sigma_l`` come from the head boxes mapped back to
+    original pixels (rounded to 0.01 px, which undoes the float32 round-off of the resize
+    before ``int()`` truncates the half-sizes, as the NWPU ground truth does).
+
+    Args:
+      record: a record of :func:`iterate_predictions` (``scale``, optional ``scale_xy`` and
+        ``boxes`` ``[m, 4]`` resized pixels or ``None``).
+      radii: fixed radii in original pixels.
+
+    Returns:
+      ``{"r4": radius, ..., "sigma_s": [m], "sigma_l": [m]}`` (the sigma entries only when the
+      record has boxes).
+    """
+    scale = float(record["scale"])
+    settings: dict[str, Any] = {f"r{float(r):g}": float(r) * scale for r in radii}
+    boxes = record.get("boxes")
+    if boxes is not None:
+        scale_xy = np.asarray(record.get("scale_xy", (scale, scale)), np.float64)
+        original = np.round(np.asarray(boxes, np.float64).reshape(-1, 4) / np.tile(scale_xy, 2), 2)
+        sigma_s, sigma_l = nwpu_radii(original)
+        settings["sigma_s"] = sigma_s * scale
+        settings["sigma_l"] = sigma_l * scale
+    return settings
+
+
+def _detect(record: Mapping[str, Any], options: LocalizationOptions) -> np.ndarray:
+    """Head points of a record's density map, inside its image (resized pixels)."""
+    return density_to_point_list(
+        record["density"], stride=STRIDE, threshold=options.threshold, image_hw=record["image_hw"],
+        pixel_offset=options.pixel_offset,
+    )[0]
+
+
+class _LocalizationSums:
+    """One LocalizationAccumulator per radius setting, mergeable over processes as a vector."""
+
+    def __init__(self, options: LocalizationOptions):
+        self.options = options
+        self.names = (*options.fixed_settings, *_BOX_SETTINGS)
+        self.accumulators = {name: LocalizationAccumulator() for name in self.names}
+        self.num_box_images = 0
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        predicted = _detect(record, self.options)
+        radii = localization_radii(record, self.options.radii)
+        self.num_box_images += "sigma_l" in radii
+        for name, radius in radii.items():
+            self.accumulators[name].add(predicted, record["points"], radius)
+
+    def sums(self) -> np.ndarray:
+        parts = [self.accumulators[name].sums() for name in self.names]
+        return np.concatenate([*parts, [self.num_box_images]]).astype(np.float64)
+
+    def results(self, sums: np.ndarray) -> dict[str, float]:
+        """Metrics from merged :meth:`sums`: ``loc/{precision,recall,f1}_<setting>``."""
+        sums = np.rint(sums).astype(np.int64)
+        names = self.names if sums[-1] else self.options.fixed_settings
+        out = {"loc/threshold": self.options.threshold}
+        for k, name in enumerate(names):
+            result = LocalizationAccumulator.from_sums(sums[3 * k : 3 * k + 3]).result()
+            for metric in ("precision", "recall", "f1"):
+                out[f"loc/{metric}_{name}"] = result[metric]
+        return out
 
 
 def local_eval_mesh(batch_size: int) -> Mesh:
@@ -67,8 +216,9 @@ def iterate_predictions(
       dicts with ``density`` float32 ``[ceil(h/8), ceil(w/8)]`` (the image's own cells, where
       ``(h, w)`` is ``image_hw``), ``count`` (true count, NaN if unannotated), ``points``
       ``[m, 2]`` ``(x, y)`` pixels of the evaluated (resized) image, ``boxes`` ``[m, 4]`` or
-      ``None``, ``image`` normalised ``[h, w, 3]``, ``image_hw``, ``filename`` (str) and
-      ``scale`` (resize factor: divide coordinates by it for original pixels).
+      ``None``, ``image`` normalised ``[h, w, 3]``, ``image_hw``, ``filename`` (str),
+      ``scale`` (resize factor: divide coordinates by it for original pixels) and
+      ``scale_xy`` (the per-axis factors ``(scale_x, scale_y)``).
     """
     for batch in batches:
         images = np.asarray(batch["image"])
@@ -92,6 +242,7 @@ def iterate_predictions(
                 "image_hw": (height, width),
                 "filename": batch["filename"][i].decode() if isinstance(batch["filename"][i], bytes) else str(batch["filename"][i]),
                 "scale": float(batch["scale"][i]),
+                "scale_xy": tuple(float(v) for v in batch["scale_xy"][i]) if "scale_xy" in batch else (float(batch["scale"][i]),) * 2,
             }
 
 
@@ -102,8 +253,10 @@ class EvalResult:
     Attributes:
       metrics: ``mae``, ``rmse`` (the literature's "MSE"), ``nae``, ``game0``..``game3``,
         ``trivial_mae`` / ``trivial_rmse`` (predicting ``trivial_count`` for every image; only
-        when it was given), ``num_images`` (annotated images scored, all processes) — merged
-        over all processes.
+        when it was given), ``num_images`` (annotated images scored, all processes) and, with
+        localization, ``loc/threshold`` and ``loc/precision_<setting>``, ``loc/recall_<setting>``,
+        ``loc/f1_<setting>`` for each fixed radius (``r4``, ``r8``, ...) and, when the data set
+        has boxes, ``sigma_s`` and ``sigma_l`` — merged over all processes.
       examples: this process's first ``num_examples`` records of :func:`iterate_predictions`
         (for pictures).
     """
@@ -126,8 +279,10 @@ def evaluate(
     *,
     trivial_count: float | None = None,
     num_examples: int = 0,
+    localization: LocalizationOptions | None = LocalizationOptions(),
 ) -> EvalResult:
-    """Counting metrics of a model over this process's share of a split, merged over processes.
+    """Counting (and localization) metrics of a model over this process's share of a split,
+    merged over processes.
 
     Every process must call this (the merge is a collective). Unannotated images (NaN count)
     are skipped.
@@ -140,6 +295,7 @@ def evaluate(
       trivial_count: a constant prediction (the mean training count) whose errors are
         reported beside the model's as ``trivial_mae`` / ``trivial_rmse``; ``None`` = none.
       num_examples: how many of this process's first image records to keep for pictures.
+      localization: threshold and radii of the localization metrics; ``None`` = counting only.
 
     Returns:
       An :class:`EvalResult`.
@@ -147,10 +303,25 @@ def evaluate(
     Raises:
       ValueError: if no annotated image was evaluated on any process.
     """
+    records = iterate_predictions(predict_fn, variables, batches, mesh)
+    return evaluate_records(records, trivial_count=trivial_count, num_examples=num_examples, localization=localization)
+
+
+def evaluate_records(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    trivial_count: float | None = None,
+    num_examples: int = 0,
+    localization: LocalizationOptions | None = LocalizationOptions(),
+) -> EvalResult:
+    """The metrics of :func:`evaluate` from per-image records (:func:`iterate_predictions`),
+    e.g. records kept in memory to be scored again at another threshold. A collective, like
+    :func:`evaluate`."""
     counting = CountingAccumulator()
+    located = _LocalizationSums(localization) if localization is not None else None
     trivial = CountingAccumulator()
     examples = []
-    for record in iterate_predictions(predict_fn, variables, batches, mesh):
+    for record in records:
         if len(examples) < num_examples:
             examples.append(record)
         if not np.isfinite(record["count"]):
@@ -158,10 +329,13 @@ def evaluate(
         counting.add_density(record["density"], record["points"], stride=STRIDE)
         if trivial_count is not None:
             trivial.add(trivial_count, record["count"])
+        if located is not None:
+            located.add(record)
     width = len(counting.sums())
-    merged = _merge_over_processes(np.concatenate([counting.sums(), trivial.sums()]))
+    parts = [counting.sums(), trivial.sums()] + ([located.sums()] if located is not None else [])
+    merged = _merge_over_processes(np.concatenate(parts))
     counting = CountingAccumulator.from_sums(merged[:width])
-    trivial = CountingAccumulator.from_sums(merged[width:])
+    trivial = CountingAccumulator.from_sums(merged[width : 2 * width])
     if counting.num_images == 0:
         raise ValueError("the evaluation split holds no annotated image")
     metrics = counting.result()
@@ -170,4 +344,53 @@ def evaluate(
         baseline = trivial.result()
         metrics["trivial_mae"] = baseline["mae"]
         metrics["trivial_rmse"] = baseline["rmse"]
+    if located is not None:
+        metrics.update(located.results(merged[2 * width :]))
     return EvalResult(metrics=metrics, examples=examples)
+
+
+def choose_localization_threshold(
+    records: Sequence[Mapping[str, Any]],
+    options: LocalizationOptions = LocalizationOptions(),
+    *,
+    candidates=None,
+) -> tuple[str, ThresholdChoice]:
+    """The peak threshold with the best localization F1 on (validation) records.
+
+    :func:`gcc_jax.localization.choose_threshold` over the annotated records, with the radii
+    of the setting ``options.choose_on`` (see :func:`localization_radii`), so the F1 it
+    reports equals :func:`evaluate_records`' ``loc/f1_<setting>`` at the chosen threshold.
+    Runs on this process's records only.
+
+    Args:
+      records: :func:`iterate_predictions` records (their ``image`` entries are not needed).
+      options: the radius settings and ``choose_on``.
+      candidates: thresholds to try (default: ``choose_threshold``'s 0.01, 0.02, ..., 0.30).
+
+    Returns:
+      ``(setting, choice)``: the setting name used (e.g. ``"sigma_l"``, ``"r8"``) and the
+      :class:`~gcc_jax.localization.ThresholdChoice`.
+
+    Raises:
+      ValueError: no annotated record, or ``choose_on`` names box radii the records lack.
+    """
+    annotated = [r for r in records if np.isfinite(r["count"])]
+    if not annotated:
+        raise ValueError("choose_localization_threshold: no annotated record")
+    radii = [localization_radii(r, options.radii) for r in annotated]
+    setting = options.choose_on
+    if setting == "auto":
+        setting = "sigma_l" if "sigma_l" in radii[0] else options.fixed_settings[int(np.argmax(options.radii))]
+    if any(setting not in r for r in radii):
+        raise ValueError(f"localization choose_on={setting!r}: the records have no head boxes")
+    kwargs = {} if candidates is None else {"candidates": candidates}
+    choice = choose_threshold(
+        [r["density"] for r in annotated],
+        [r["points"] for r in annotated],
+        [r[setting] for r in radii],
+        stride=STRIDE,
+        image_hw=np.asarray([r["image_hw"] for r in annotated]),
+        pixel_offset=options.pixel_offset,
+        **kwargs,
+    )
+    return setting, choice
