@@ -42,7 +42,7 @@ def main(out_path):
     )
     batches = [{k: b[k] for k in TRAIN_BATCH_KEYS} for b in epoch][:STEPS]
     model = create_model(config)
-    schedule = create_learning_rate_fn(config.optimizer, len(batches))
+    schedule = create_learning_rate_fn(config.optimizer, len(batches), config.num_train_steps)
     results = {}
     for name, mesh in (("one", create_mesh(jax.devices()[:1])), ("eight", create_mesh())):
         state = create_train_state(config, model, create_optimizer(config.optimizer, schedule), mesh)

@@ -11,8 +11,11 @@ from tiny_runs import tiny_config
 
 
 def test_tiny_run_trains_evaluates_and_checkpoints(tmp_path):
-    # 4 training images, batch 4: one step per epoch; evaluation every 6 epochs.
-    config = tiny_config(num_train_steps=-1, num_epochs=12, eval_every_epochs=6, checkpoint_every_steps=6)
+    # 8 training images, batch 4: two steps per epoch; evaluation every 3 epochs.
+    config = tiny_config(
+        num_train_steps=-1, num_epochs=6, eval_every_epochs=3, checkpoint_every_steps=6,
+        **{"dataset.synthetic.num_train": 8},
+    )
     final = train_and_evaluate(config, tmp_path)
 
     train = read_metrics(tmp_path, "train")
@@ -47,7 +50,10 @@ def test_tiny_run_trains_evaluates_and_checkpoints(tmp_path):
 
 def test_nan_stops_training_and_keeps_the_last_checkpoint(tmp_path):
     # An absurd learning rate blows the weights up after the first update.
-    config = tiny_config(num_train_steps=4, checkpoint_every_steps=1, **{"optimizer.learning_rate": 1e30})
+    config = tiny_config(
+        num_train_steps=4, checkpoint_every_steps=1,
+        **{"optimizer.learning_rate": 1e30, "dataset.synthetic.num_train": 16},
+    )
     with pytest.raises(NonFiniteLossError, match=r"at step 2\b.*checkpoint \(step 1\)"):
         train_and_evaluate(config, tmp_path)
     checkpoints = RunCheckpoints(tmp_path)

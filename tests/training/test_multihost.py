@@ -13,12 +13,11 @@ import pytest
 from gcc_jax.training import create_mesh, create_model, read_metrics, replicated_sharding, restore_params
 from tiny_runs import REPO, subprocess_env, tiny_config, tiny_flags
 
-# 8 training images, global batch 4: 2 steps per epoch; evaluation and checkpoint every epoch;
-# one validation image per process.
+# 16 training images, global batch 4: 4 steps, one epoch; evaluations at steps 0 and 4, a
+# checkpoint at step 2 and 4; one validation image per process.
 OVERRIDES = {
-    "dataset.synthetic.num_train": 8,
+    "dataset.synthetic.num_train": 16,
     "num_train_steps": 4,
-    "eval_every_epochs": 1,
     "checkpoint_every_steps": 2,
 }
 
@@ -55,6 +54,8 @@ def _params(workdir):
     return params
 
 
+# Two or three train.py processes (start-up, compilation): 1.5–2 minutes on 2 shared cores.
+@pytest.mark.slow
 def test_two_processes_equal_one_process_with_four_devices(tmp_path):
     port = _free_port()
     multi = [

@@ -40,10 +40,17 @@ def tiny_flags(**overrides):
     return [f"--config={SYNTHETIC_CONFIG}:runlocal"] + [f"--config.{k}={v}" for k, v in {**TINY, **overrides}.items()]
 
 
-def subprocess_env(devices: int = 1) -> dict:
-    """Environment of a worker process with ``devices`` fake CPU devices."""
+def subprocess_env(devices: int = 1, compilation_cache: str | os.PathLike | None = None) -> dict:
+    """Environment of a worker process with ``devices`` fake CPU devices.
+
+    ``compilation_cache``: a folder for JAX's persistent compilation cache, so that a later
+    worker running the same programs (a resumed run) skips their compilation.
+    """
     env = dict(os.environ)
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    if compilation_cache is not None:
+        env["JAX_COMPILATION_CACHE_DIR"] = str(compilation_cache)
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     env["JAX_PLATFORMS"] = "cpu"
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     return env
