@@ -11,7 +11,8 @@ Flow of a run in ``workdir`` (every process of a multi-host run executes the sam
 4. Every ``log_every_steps`` the step metrics come to the host (one transfer for the whole
    interval), are checked for NaN / inf and averaged into ``metrics.jsonl`` and TensorBoard.
 5. Every ``eval_every_epochs`` epochs (and at the end): validation MAE / RMSE / NAE / GAME
-   beside the trivial predictor's MAE, density-map pictures, and the best checkpoint.
+   beside the trivial predictor's MAE, localization precision / recall / F1
+   (``config.localization``), density-map pictures, and the best checkpoint.
 6. Every ``checkpoint_every_steps`` (and at the end): a resumable checkpoint, written only
    after the metrics up to that step were found finite.
 """
@@ -32,7 +33,7 @@ from gcc_jax.data import make_eval_dataset, make_train_dataset, train_steps_per_
 from gcc_jax.data.sources import open_source
 from gcc_jax.training import config as config_lib
 from gcc_jax.training.checkpoints import RunCheckpoints
-from gcc_jax.training.evaluation import evaluate, local_eval_mesh, to_local_mesh
+from gcc_jax.training.evaluation import LocalizationOptions, evaluate, local_eval_mesh, to_local_mesh
 from gcc_jax.training.mesh import create_mesh, global_batch
 from gcc_jax.training.objective import make_loss_fn
 from gcc_jax.training.pictures import density_picture, save_picture
@@ -163,6 +164,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     eval_mesh = local_eval_mesh(config.eval_batch_size)
     predict_fn = make_predict_fn(model.apply, eval_mesh)
     trivial_count = mean_training_count(config, workdir)
+    localization = LocalizationOptions.from_config(config)
     progress = ProgressBar(total_steps, position["step"], enabled=is_chief and config.progress_bar, verbose=is_chief)
     progress.write(
         f"{jax.process_count()} process(es), {mesh.size} device(s) ({jax.devices()[0].platform}); "
@@ -181,7 +183,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         )
         variables = to_local_mesh({"params": state.params}, eval_mesh)
         result = evaluate(
-            predict_fn, variables, batches, eval_mesh, trivial_count=trivial_count, num_examples=config.num_pictures
+            predict_fn,
+            variables,
+            batches,
+            eval_mesh,
+            trivial_count=trivial_count,
+            num_examples=config.num_pictures,
+            localization=localization,
         )
         metrics = {**result.metrics, "epoch": epoch}
         writer.write_scalars(step, "val", metrics)
