@@ -1,6 +1,6 @@
-"""Train a crowd-counting density regressor: ``python train.py --config CONFIG [--workdir DIR]``.
+"""Train a crowd-counting density regressor: ``python train.py [--config CONFIG] [--workdir DIR]``.
 
-    python train.py --config configs/synthetic.py --workdir /tmp/gcc_synthetic
+    python train.py --config configs/synthetic.py --workdir /tmp/gcc_synthetic   # the default config
     python train.py --config configs/sha.py --workdir runs/sha \\
         --config.dataset.manual_dir=RAW --config.loss.name=bl --config.batch_size=8
     python train.py --config configs/sha.py:runlocal      # a few-second check of a setup
@@ -18,20 +18,23 @@ import logging as std_logging
 import os
 import pathlib
 
-# TensorFlow only feeds data here; keep its C++ start-up chatter off the console.
+# TensorFlow only feeds data here: silence most of its C++ start-up messages.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/sha.py (or configs/sha.py:runlocal).", lock_config=True)
+# The embedded default: synthetic crowds, trainable on a laptop CPU in minutes, no download.
+_DEFAULT_CONFIG = str(pathlib.Path(__file__).resolve().parent / "configs" / "synthetic.py")
+config_flags.DEFINE_config_file(
+    "config", _DEFAULT_CONFIG, "Config file, e.g. configs/sha.py (or configs/sha.py:runlocal).", lock_config=True
+)
 flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, pictures); default /tmp/gcc_jax/<config name>.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host; cluster auto-detected).")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host without auto-detection).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host without auto-detection).")
 flags.DEFINE_integer("process_id", None, "Index of this process (multi-host without auto-detection).")
-flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
