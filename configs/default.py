@@ -164,6 +164,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # trained with loss.gl.cell_offset="reference" puts each head's mass half a cell (4 px)
     # up-left of it, which 4.0 compensates (see LocalizationOptions).
     config.localization.pixel_offset = 0.0
+    # One point per plateau of equal neighbouring maxima instead of every pixel of it (GL's
+    # recipe); the upsampling makes such plateaus along every image border.
+    config.localization.one_per_plateau = False
     # Progress bar with ETA on the console (process 0 only).
     config.progress_bar = True
 

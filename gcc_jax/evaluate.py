@@ -114,7 +114,7 @@ def threshold_path(checkpoint: str, workdir: str | os.PathLike | None) -> pathli
 
 def read_threshold_choice(checkpoint: str, workdir: str | os.PathLike | None = None) -> dict | None:
     """The record ``--choose_threshold`` stored for ``checkpoint`` (keys ``threshold``,
-    ``pixel_offset``, ``setting``, ``f1``, ``precision``, ``recall``, ``split``,
+    ``pixel_offset``, ``one_per_plateau``, ``setting``, ``f1``, ``precision``, ``recall``, ``split``,
     ``checkpoint``, ``step``, and the curve), or ``None`` if there is none."""
     path = threshold_path(checkpoint, workdir)
     if path is None or not path.is_file():
@@ -139,6 +139,7 @@ def evaluate_checkpoint(
     split: str | None = None,
     threshold: float | None = None,
     pixel_offset: float | None = None,
+    one_per_plateau: bool | None = None,
     choose_threshold: bool = False,
 ) -> dict:
     """Counting and localization metrics of a checkpoint on a split.
@@ -155,6 +156,7 @@ def evaluate_checkpoint(
         (:func:`read_threshold_choice`), else ``config.localization.threshold``.
       pixel_offset: added to detected points; ``None``: the stored choice's, else
         ``config.localization.pixel_offset``.
+      one_per_plateau: one point per plateau of equal maxima; ``None``: as ``pixel_offset``.
       choose_threshold: choose the threshold with the best F1 on this split, store it
         (:func:`threshold_path`) and report the metrics at it.
 
@@ -174,12 +176,11 @@ def evaluate_checkpoint(
     if options is not None:
         if stored is not None:
             options = dataclasses.replace(
-                options, threshold=stored["threshold"], pixel_offset=stored.get("pixel_offset", options.pixel_offset)
-            )
-        if threshold is not None:
-            options = dataclasses.replace(options, threshold=threshold)
-        if pixel_offset is not None:
-            options = dataclasses.replace(options, pixel_offset=pixel_offset)
+                options, threshold=stored["threshold"], pixel_offset=stored.get("pixel_offset", options.pixel_offset),
+                one_per_plateau=stored.get("one_per_plateau", options.one_per_plateau),
+            )  # fmt: skip
+        explicit = {"threshold": threshold, "pixel_offset": pixel_offset, "one_per_plateau": one_per_plateau}
+        options = dataclasses.replace(options, **{k: v for k, v in explicit.items() if v is not None})
     if choose_threshold and (options is None or threshold_path(checkpoint, workdir) is None):
         raise ValueError("--choose_threshold needs config.localization.enabled and a --workdir (or a model directory)")
     mesh = local_eval_mesh(config.eval_batch_size)
@@ -200,7 +201,8 @@ def evaluate_checkpoint(
         setting, choice = choose_localization_threshold(records, options)
         best = int(choice.candidates.tolist().index(choice.threshold))
         chosen = {
-            "threshold": choice.threshold, "pixel_offset": options.pixel_offset, "setting": setting,
+            "threshold": choice.threshold, "pixel_offset": options.pixel_offset,
+            "one_per_plateau": options.one_per_plateau, "setting": setting,
             "f1": choice.f1, "precision": float(choice.precision[best]), "recall": float(choice.recall[best]),
             "dataset": config.dataset.name, "split": split, "checkpoint": str(checkpoint), "step": step,
             "candidates": choice.candidates.tolist(), "precision_all": choice.precision.tolist(),
@@ -234,7 +236,8 @@ def main(argv) -> None:
         raise ValueError("give --workdir (a training run) or --config (with --checkpoint MODEL_DIR)")
     metrics = evaluate_checkpoint(
         config, workdir=workdir, checkpoint=flags_.checkpoint, split=flags_.split, threshold=flags_.threshold,
-        pixel_offset=flags_.pixel_offset, choose_threshold=flags_.choose_threshold,
+        pixel_offset=flags_.pixel_offset, one_per_plateau=flags_.one_per_plateau,
+        choose_threshold=flags_.choose_threshold,
     )  # fmt: skip
     line = json.dumps(metrics)
     print(line)
@@ -257,6 +260,9 @@ def _define_flags() -> None:
     flags.DEFINE_string("output", None, "JSON file for the metrics (default: WORKDIR/eval_<split>_<checkpoint>.json).")
     flags.DEFINE_float("threshold", None, "Localization peak threshold (default: the stored choice, else the config's).")
     flags.DEFINE_float("pixel_offset", None, "Pixels added to detected points (default: the stored choice's, else the config's).")
+    flags.DEFINE_boolean(
+        "one_per_plateau", None, "One point per plateau of equal maxima (default: the stored choice's, else the config's)."
+    )
     flags.DEFINE_boolean(
         "choose_threshold", False,
         f"Choose the localization threshold with the best F1 on --split and store it ({THRESHOLD_FILE}).",

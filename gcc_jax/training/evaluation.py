@@ -68,12 +68,16 @@ class LocalizationOptions:
         reference cell positions (``cell_offset="reference"``: cell ``(i, j)`` at
         ``((j+1)·8, (i+1)·8)``) learns to put each head's mass half a cell above and left of
         it, so its peaks sit about 4 px up-left of the heads; 4.0 compensates.
+      one_per_plateau: one point per group of equal neighbouring maxima
+        (``density_to_points(one_per_plateau=True)``) instead of the recipe's every pixel of
+        it; the bilinear upsampling's clamping makes such plateaus along every image border.
     """
 
     threshold: float = 0.05
     radii: tuple[float, ...] = (4.0, 8.0)
     choose_on: str = "auto"
     pixel_offset: float = 0.0
+    one_per_plateau: bool = False
 
     def __post_init__(self):
         radii = tuple(float(r) for r in self.radii)
@@ -105,6 +109,7 @@ class LocalizationOptions:
             radii=tuple(block.get("radii", cls.radii)),
             choose_on=block.get("choose_on", cls.choose_on),
             pixel_offset=float(block.get("pixel_offset", cls.pixel_offset)),
+            one_per_plateau=bool(block.get("one_per_plateau", cls.one_per_plateau)),
         )
 
 
@@ -142,7 +147,7 @@ def _detect(record: Mapping[str, Any], options: LocalizationOptions) -> np.ndarr
     """Head points of a record's density map, inside its image (resized pixels)."""
     return density_to_point_list(
         record["density"], stride=STRIDE, threshold=options.threshold, image_hw=record["image_hw"],
-        pixel_offset=options.pixel_offset,
+        pixel_offset=options.pixel_offset, one_per_plateau=options.one_per_plateau,
     )[0]
 
 
@@ -242,7 +247,7 @@ def iterate_predictions(
                 "image_hw": (height, width),
                 "filename": batch["filename"][i].decode() if isinstance(batch["filename"][i], bytes) else str(batch["filename"][i]),
                 "scale": float(batch["scale"][i]),
-                "scale_xy": tuple(float(v) for v in batch["scale_xy"][i]) if "scale_xy" in batch else (float(batch["scale"][i]),) * 2,
+                "scale_xy": tuple(map(float, batch["scale_xy"][i] if "scale_xy" in batch else [batch["scale"][i]] * 2)),
             }
 
 
@@ -391,6 +396,7 @@ def choose_localization_threshold(
         stride=STRIDE,
         image_hw=np.asarray([r["image_hw"] for r in annotated]),
         pixel_offset=options.pixel_offset,
+        one_per_plateau=options.one_per_plateau,
         **kwargs,
     )
     return setting, choice

@@ -128,6 +128,18 @@ def test_sigma_metrics_with_boxes_and_pixel_offset():
     assert evaluate_records(moved, localization=LocalizationOptions()).metrics["loc/f1_r4"] == 0.0
 
 
+def test_one_point_per_plateau():
+    # A lone cell upsamples to a 2 x 2 plateau: GL's recipe reports 4 heads there, one of
+    # them on the head (precision 1/4); one_per_plateau keeps only the first.
+    density = np.zeros((6, 6), np.float32)
+    density[2, 3] = 1.0
+    record = _record(density, [[27.0, 19.0]])
+    recipe = evaluate_records([record], localization=LocalizationOptions()).metrics
+    single = evaluate_records([record], localization=LocalizationOptions(one_per_plateau=True)).metrics
+    assert recipe["loc/precision_r4"] == pytest.approx(1 / 4) and recipe["loc/recall_r4"] == 1.0
+    assert single["loc/precision_r4"] == 1.0 and single["loc/recall_r4"] == 1.0
+
+
 def test_chosen_threshold_maximises_the_reported_f1():
     rng = np.random.default_rng(0)
     records = []
