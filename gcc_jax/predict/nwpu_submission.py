@@ -1,0 +1,214 @@
+"""NWPU-Crowd test-set result files, in the format of the benchmark's online evaluation.
+
+    python -m gcc_jax.predict.nwpu_submission --workdir runs/nwpu --out submission/
+    python -m gcc_jax.predict.nwpu_submission --config configs/nwpu.py --checkpoint MODEL_DIR --out submission/
+
+Writes two text files with one line per test image, sorted by image id (the benchmark's
+guideline, gjy3035/NWPU-Crowd-Sample-Code ``README.md`` / ``test.py`` and
+gjy3035/NWPU-Crowd-Sample-Code-for-Localization ``test.py``):
+
+* ``counting.txt`` — ``<id> <count>``, the count with four decimals (``3610 100.0000``);
+* ``localization.txt`` — ``<id> <n> <x1> <y1> <x2> <y2> ...``, all integers: ``n`` heads and
+  their ``(x, y)`` in the **original** image's pixels (``3611 0`` for none).
+
+The images go through the evaluation pipeline of the config (the data set's resize rule,
+shorter side into [512, 2048] for NWPU by default), so the model sees what it was validated on;
+points found on the resized image at pixel ``(x, y)`` go back to the original image as
+``(int(x / scale_x), int(y / scale_y))`` — the official localization sample code's conversion
+(``index · ratio`` cast to an integer, i.e. truncated) — clipped to the original image. The
+count is the density map's sum (a count does not change with resizing). The peak threshold is
+``--threshold``, else the one ``python -m gcc_jax.evaluate --split val --choose_threshold``
+stored with the checkpoint, else ``config.localization.threshold``.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from gcc_jax.data import make_eval_dataset
+from gcc_jax.evaluate import load_model
+from gcc_jax.localization import density_to_point_list
+from gcc_jax.models import STRIDE
+from gcc_jax.predict._predictor import resolve_localization
+from gcc_jax.training import config as config_lib
+from gcc_jax.training.evaluation import iterate_predictions, local_eval_mesh
+from gcc_jax.training.loop import dataset_kwargs
+from gcc_jax.training.steps import make_predict_fn
+
+__all__ = [
+    "COUNTING_FILE",
+    "LOCALIZATION_FILE",
+    "counting_line",
+    "image_id",
+    "localization_line",
+    "main",
+    "to_original_pixels",
+    "write_submission",
+]
+
+COUNTING_FILE = "counting.txt"
+LOCALIZATION_FILE = "localization.txt"
+
+
+def image_id(filename: str) -> str:
+    """The benchmark id of an image file name, its stem: ``"3610.jpg"`` → ``"3610"`` (other
+    data sets' names are kept as they are, so the files can be written for any split).
+
+    Raises:
+      ValueError: a name with whitespace (it would break the line format).
+    """
+    stem = pathlib.PurePath(filename).stem
+    if not stem or any(c.isspace() for c in stem):
+        raise ValueError(f"image name {filename!r} cannot be a result-file id (empty or with whitespace)")
+    return stem
+
+
+def _id_order(key: str):
+    # Numeric ids in numeric order (NWPU: 3610 ... 5109), then any others by name.
+    return (0, int(key), "") if key.isdigit() else (1, 0, key)
+
+
+def to_original_pixels(points, scale_xy, image_hw) -> np.ndarray:
+    """Integer original-image pixels of points found on a resized image.
+
+    ``(int(x / scale_x), int(y / scale_y))`` as the official sample code converts them
+    (truncation), clipped to ``[0, W − 1] × [0, H − 1]`` of the original image, whose size is
+    taken as ``round(resized size / scale)``.
+
+    Args:
+      points: ``[n, 2]`` ``(x, y)`` pixels of the resized image.
+      scale_xy: ``(scale_x, scale_y)``, resized = scale · original.
+      image_hw: ``(height, width)`` of the resized image.
+
+    Returns:
+      ``[n, 2]`` int64 ``(x, y)``.
+    """
+    points = np.asarray(points, np.float64).reshape(-1, 2)
+    scale = np.asarray(scale_xy, np.float64).reshape(2)
+    if not np.all(scale > 0):
+        raise ValueError(f"scale_xy must be positive, got {scale_xy!r}")
+    height, width = (int(v) for v in image_hw)
+    original_max = np.array([round(width / scale[0]), round(height / scale[1])]) - 1
+    return np.clip(np.trunc(points / scale).astype(np.int64), 0, np.maximum(original_max, 0))
+
+
+def counting_line(image: str, count: float) -> str:
+    """``"<id> <count>"`` with four decimals, e.g. ``"3610 100.0000"``."""
+    return f"{image} {float(count):.4f}"
+
+
+def localization_line(image: str, points) -> str:
+    """``"<id> <n> <x1> <y1> ..."`` of integer original-image points, e.g. ``"3612 2 1 1 2 2"``."""
+    points = np.asarray(points).reshape(-1, 2)
+    if points.size and not np.issubdtype(points.dtype, np.integer):
+        raise ValueError(f"localization points must be integers (to_original_pixels), got {points.dtype}")
+    return " ".join([image, str(len(points)), *map(str, points.reshape(-1).tolist())])
+
+
+def write_submission(
+    records: Iterable[Mapping[str, Any]],
+    out_dir: str | os.PathLike,
+    *,
+    threshold: float,
+    pixel_offset: float = 0.0,
+    one_per_plateau: bool = False,
+) -> tuple[pathlib.Path, pathlib.Path]:
+    """Writes ``counting.txt`` and ``localization.txt`` from evaluation records.
+
+    Args:
+      records: :func:`gcc_jax.training.iterate_predictions` records (``density``,
+        ``image_hw``, ``scale_xy`` or ``scale``, ``filename``); their ``image`` entries are
+        not used.
+      out_dir: output folder (created).
+      threshold: peak threshold of :func:`gcc_jax.localization.density_to_points`.
+      pixel_offset: added to the points (resized pixels) before the conversion.
+      one_per_plateau: one point per plateau of equal maxima.
+
+    Returns:
+      The two paths.
+
+    Raises:
+      ValueError: an unusable file name (:func:`image_id`), or an id seen twice.
+    """
+    counting, located = {}, {}
+    for record in records:
+        key = image_id(record["filename"])
+        if key in counting:
+            raise ValueError(f"image {key} appears twice")
+        points = density_to_point_list(
+            record["density"], stride=STRIDE, threshold=threshold, image_hw=record["image_hw"],
+            pixel_offset=pixel_offset, one_per_plateau=one_per_plateau,
+        )[0]  # fmt: skip
+        scale_xy = record.get("scale_xy", (record["scale"], record["scale"]))
+        counting[key] = counting_line(key, np.sum(record["density"], dtype=np.float64))
+        located[key] = localization_line(key, to_original_pixels(points, scale_xy, record["image_hw"]))
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    order = sorted(counting, key=_id_order)
+    paths = out_dir / COUNTING_FILE, out_dir / LOCALIZATION_FILE
+    paths[0].write_text("".join(counting[k] + "\n" for k in order))
+    paths[1].write_text("".join(located[k] + "\n" for k in order))
+    return paths
+
+
+def main(argv) -> None:
+    """The command line (absl flags, as ``gcc_jax.evaluate``)."""
+    from absl import flags
+
+    flags_ = flags.FLAGS
+    if len(argv) > 1:
+        raise ValueError(f"unexpected arguments: {argv[1:]}")
+    workdir = flags_.workdir
+    if flags_.config is not None:
+        config = flags_.config
+    elif workdir is not None:
+        config = config_lib.load_workdir_config(workdir)
+    else:
+        raise ValueError("give --workdir (a training run) or --config (with --checkpoint MODEL_DIR)")
+    peaks = resolve_localization(
+        flags_.checkpoint, workdir=workdir, config=config, threshold=flags_.threshold,
+        pixel_offset=flags_.pixel_offset, one_per_plateau=flags_.one_per_plateau,
+    )  # fmt: skip
+    mesh = local_eval_mesh(config.eval_batch_size)
+    model, variables, step = load_model(flags_.checkpoint, config=config, workdir=workdir, mesh=mesh)
+    batches = make_eval_dataset(
+        config.dataset.name,
+        split=flags_.split,
+        batch_size=config.eval_batch_size,
+        pad_multiple=config.dataset.eval_pad_multiple,
+        **dataset_kwargs(config),
+    )
+    records = iterate_predictions(make_predict_fn(model.apply, mesh), variables, batches, mesh)
+    paths = write_submission(
+        records, flags_.out, threshold=peaks.threshold, pixel_offset=peaks.pixel_offset,
+        one_per_plateau=peaks.one_per_plateau,
+    )  # fmt: skip
+    print(f"step {step}, {peaks}: wrote {paths[0]} and {paths[1]}")
+
+
+def _define_flags() -> None:
+    from absl import flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "Config file (default: the workdir's config.json).", lock_config=True)
+    flags.DEFINE_string("workdir", None, "Training run directory.")
+    flags.DEFINE_string("checkpoint", "best", "best | latest | STEP (of --workdir) | path of a model directory.")
+    flags.DEFINE_string("split", "test", "Split to predict (the NWPU-Crowd test split has no annotations).")
+    flags.DEFINE_string("out", None, "Output folder for counting.txt and localization.txt.", required=True)
+    flags.DEFINE_float("threshold", None, "Peak threshold (default: the stored choice, else the config's).")
+    flags.DEFINE_float("pixel_offset", None, "Pixels added to points (default: the stored choice's, else the config's).")
+    flags.DEFINE_boolean(
+        "one_per_plateau", None, "One point per plateau of equal maxima (default: the stored choice's, else the config's)."
+    )
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)

@@ -1,0 +1,82 @@
+"""python -m gcc_jax.predict: the files per image, the summary, the console table; pictures."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gcc_jax.predict import density_overlay, expand_inputs, points_picture
+from gcc_jax.predict._run import main
+
+PER_IMAGE = ("_density.png", "_points.png", "_points.csv", "_points.json")
+
+
+def test_cli_writes_every_output(model_dir, sample_images, tmp_path, capsys):
+    # A folder (with a stray Thumbs.db) and a file of the same stem as one in the folder.
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    shutil.copy(sample_images["a"], folder / "IMG_3.jpg")
+    shutil.copy(sample_images["b"], folder / "000.png")
+    (folder / "Thumbs.db").write_bytes(b"not an image")
+    duplicate = tmp_path / "other" / "IMG_3.jpg"
+    duplicate.parent.mkdir()
+    shutil.copy(sample_images["a"], duplicate)
+    out = tmp_path / "out"
+
+    rows = main([str(folder), str(duplicate), "--checkpoint", str(model_dir), "--out", str(out), "--threshold", "0.03"])
+
+    assert [r["name"] for r in rows] == ["000", "IMG_3", "IMG_3_2"]
+    for name in ("000", "IMG_3", "IMG_3_2"):
+        for suffix in PER_IMAGE:
+            assert (out / f"{name}{suffix}").is_file(), name + suffix
+    record = json.loads((out / "IMG_3_points.json").read_text())
+    assert (record["height"], record["width"], record["threshold"]) == (427, 640, 0.03)
+    assert record["num_points"] == len(record["points"]) == len(record["scores"])
+    with open(out / "IMG_3_points.csv") as f:
+        table = list(csv.DictReader(f))
+    np.testing.assert_allclose([[float(r["x"]), float(r["y"])] for r in table], record["points"], atol=0.006)
+    # The same image twice gives the same results.
+    assert json.loads((out / "IMG_3_2_points.json").read_text())["points"] == record["points"]
+    assert Image.open(out / "IMG_3_density.png").size == (640, 427)
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["checkpoint"] == str(model_dir)
+    assert summary["settings"]["threshold"] == 0.03 and summary["settings"]["num_compilations"] == 2
+    assert [r["count"] for r in summary["images"]] == pytest.approx([r["count"] for r in rows])
+    assert record["count"] == pytest.approx(rows[1]["count"])
+    with open(out / "summary.csv") as f:
+        assert [r["name"] for r in csv.DictReader(f)] == ["000", "IMG_3", "IMG_3_2"]
+
+    console = capsys.readouterr().out
+    assert "total (3)" in console and "2 compiled program(s) for 3 image(s)" in console
+    assert "threshold 0.03 (argument)" in console
+
+
+def test_inputs_must_exist_and_hold_images(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        expand_inputs([tmp_path / "missing.jpg"])
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="no image files"):
+        expand_inputs([tmp_path])
+
+
+def test_pictures_show_density_and_points():
+    image = np.full((40, 64, 3), 100, np.uint8)
+    density = np.zeros((5, 8), np.float32)
+    density[2, 6] = 1.0  # pixels x 48..55, y 16..23
+    overlay = density_overlay(image, density)
+    assert overlay.shape == (40, 64, 3)
+    # The hot cell is coloured, an empty corner keeps the image's grey.
+    assert not np.array_equal(overlay[20, 52], [100, 100, 100])
+    np.testing.assert_array_equal(overlay[36, 4], [100, 100, 100])
+
+    marked = points_picture(image, np.array([[30.0, 30.0]]), label="")
+    assert (marked[30 - 4 : 30 + 5, 30 - 4 : 30 + 5] != 100).any()
+    np.testing.assert_array_equal(marked[5, 60], [100, 100, 100])
+    # Shrunk to max_side, points scaled with the picture.
+    big = points_picture(np.full((400, 1000, 3), 100, np.uint8), np.array([[500.0, 200.0]]), max_side=500)
+    assert big.shape == (200, 500, 3)
+    assert (big[95:106, 245:256] != 100).any()
