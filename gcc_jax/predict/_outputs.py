@@ -10,8 +10,9 @@ Per image ``<name>`` (``OUT/<name>_...``):
 * ``<name>_points.json`` — ``{"image", "name", "height", "width", "count", "num_points",
   "num_tiles", "threshold", "pixel_offset", "points": [[x, y], ...], "scores": [...]}``.
 
-Pictures are drawn at most ``max_side`` pixels on their longer side (the image is shrunk, the
-points scaled with it), so a huge input does not give a huge PNG. Summary of a run:
+Pictures show the image at most ``max_side`` pixels on its longer side (the image is shrunk,
+the points scaled with it), so a huge input does not give a huge PNG, below a black strip with
+the count. Summary of a run:
 ``OUT/summary.csv`` (one row per image) and ``OUT/summary.json`` (the rows plus the predictor's
 settings and compilation count); :func:`format_table` gives the console table.
 """
@@ -55,15 +56,16 @@ def _shrink(image: np.ndarray, max_side: int) -> tuple[Image.Image, float]:
 
 
 def _banner(picture: Image.Image, text: str) -> Image.Image:
-    """Writes ``text`` in white on a dark strip at the top left."""
-    draw = ImageDraw.Draw(picture)
+    """The picture below a black strip with ``text`` in white (nothing of the image is hidden)."""
     size = max(12, round(max(picture.size) / 45))
     font = ImageFont.load_default(size=size)
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    left, top, right, bottom = ImageDraw.Draw(picture).textbbox((0, 0), text, font=font)
     pad = size // 3
-    draw.rectangle((0, 0, right - left + 2 * pad, bottom - top + 2 * pad), fill=(0, 0, 0))
-    draw.text((pad - left, pad - top), text, fill=(255, 255, 255), font=font)
-    return picture
+    strip = bottom - top + 2 * pad
+    out = Image.new("RGB", (picture.width, picture.height + strip), (0, 0, 0))
+    out.paste(picture, (0, strip))
+    ImageDraw.Draw(out).text((pad - left, pad - top), text, fill=(255, 255, 255), font=font)
+    return out
 
 
 def density_overlay(
@@ -82,7 +84,8 @@ def density_overlay(
       max_side: longest side of the picture in pixels.
 
     Returns:
-      uint8 ``[h', w', 3]`` picture (``h', w'`` = image size shrunk to ``max_side``).
+      uint8 ``[strip + h', w', 3]`` picture: the banner strip above the image shrunk to
+      ``max_side`` (``h' × w'``).
     """
     picture, factor = _shrink(image, max_side)
     density = np.asarray(density, np.float32)
@@ -113,7 +116,7 @@ def points_picture(
       max_side: longest side of the picture in pixels.
 
     Returns:
-      uint8 ``[h', w', 3]`` picture.
+      uint8 ``[strip + h', w', 3]`` picture (as :func:`density_overlay`).
     """
     picture, factor = _shrink(image, max_side)
     draw = ImageDraw.Draw(picture)

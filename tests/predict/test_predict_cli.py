@@ -40,7 +40,8 @@ def test_cli_writes_every_output(model_dir, sample_images, tmp_path, capsys):
     np.testing.assert_allclose([[float(r["x"]), float(r["y"])] for r in table], record["points"], atol=0.006)
     # The same image twice gives the same results.
     assert json.loads((out / "IMG_3_2_points.json").read_text())["points"] == record["points"]
-    assert Image.open(out / "IMG_3_density.png").size == (640, 427)
+    width, height = Image.open(out / "IMG_3_density.png").size
+    assert width == 640 and 427 < height < 427 + 40  # the image below the banner strip
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["settings"]["checkpoint"] == str(model_dir)
@@ -68,15 +69,19 @@ def test_pictures_show_density_and_points():
     density = np.zeros((5, 8), np.float32)
     density[2, 6] = 1.0  # pixels x 48..55, y 16..23
     overlay = density_overlay(image, density)
-    assert overlay.shape == (40, 64, 3)
+    strip = overlay.shape[0] - 40  # the banner above the image
+    assert overlay.shape[1:] == (64, 3) and strip > 0
+    overlay = overlay[strip:]
     # The hot cell is coloured, an empty corner keeps the image's grey.
     assert not np.array_equal(overlay[20, 52], [100, 100, 100])
     np.testing.assert_array_equal(overlay[36, 4], [100, 100, 100])
 
-    marked = points_picture(image, np.array([[30.0, 30.0]]), label="")
+    marked = points_picture(image, np.array([[30.0, 30.0]]), label="1 head")
+    marked = marked[marked.shape[0] - 40 :]
     assert (marked[30 - 4 : 30 + 5, 30 - 4 : 30 + 5] != 100).any()
     np.testing.assert_array_equal(marked[5, 60], [100, 100, 100])
     # Shrunk to max_side, points scaled with the picture.
     big = points_picture(np.full((400, 1000, 3), 100, np.uint8), np.array([[500.0, 200.0]]), max_side=500)
+    big = big[big.shape[0] - 200 :]
     assert big.shape == (200, 500, 3)
     assert (big[95:106, 245:256] != 100).any()
