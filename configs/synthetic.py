@@ -7,11 +7,18 @@ see gcc_jax.data.synthetic). Expected: a few minutes; the validation MAE falls f
 trivial predictor's (the mean training count predicted for every image), which the console
 and metrics.jsonl report beside it.
 
+Measured (2 CPU cores shared with other jobs, load ~4–5; 4 min 21 s wall, 400 steps): val
+MAE 18.5 untrained → 9.8, 5.0, 7.9, 7.4, 7.4, 3.1, 2.5, 3.2, 3.6, 3.4 after epochs 1–10
+(RMSE 29.7 → 6.0), against 19.2 for the trivial predictor (19.6 heads per image).
+
 Differences from the dataset configs, and why:
 - width 1/8 VGG19 initialised at random (no ImageNet weights to download): a few minutes
   of CPU instead of hours;
 - learning rate 1e-3 without warm-up: 1e-5 is the references' rate for *fine-tuning*
-  ImageNet weights; a randomly initialised narrow network barely moves at that rate;
+  ImageNet weights; a randomly initialised narrow network barely moves at that rate (this
+  config at 1e-5 for 4 epochs: val MAE 18.5 → 16.0; at 1e-3: 18.5 → 7.4 after 4 epochs);
+- cosine decay of the rate to 0 over the run: with a constant 1e-3 the val MAE of the last
+  three epochs swung between 2.2 and 7.5; the decay keeps the final model near the best;
 - crop 128 of 256 × 256 images, batch 8.
 """
 
