@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec
 
 from gcc_jax import losses
 from gcc_jax.training import create_mesh, global_batch, make_loss_fn
@@ -62,4 +63,4 @@ def test_global_batch_is_split_on_the_data_axis():
     mesh = create_mesh()
     placed = global_batch({"image": np.zeros((2 * mesh.size, 4, 4, 3), np.float32)}, mesh)
     assert placed["image"].shape == (2 * mesh.size, 4, 4, 3)
-    assert placed["image"].sharding.spec == ("data",)
+    assert placed["image"].sharding.spec == PartitionSpec("data")
