@@ -160,7 +160,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         writer.truncate_after(position["step"])
         _log.info("resuming from the checkpoint at step %d (epoch %d, batch %d)", *(position[k] for k in ("step", "epoch", "batch")))
 
-    train_step = make_train_step(mesh, loss_fn=make_loss_fn(config.loss, crop_size=config.crop_size), learning_rate_fn=learning_rate_fn)
+    train_step = make_train_step(mesh, loss_fn=make_loss_fn(config.loss, crop_size=config.crop_size, mesh=mesh), learning_rate_fn=learning_rate_fn)
     eval_mesh = local_eval_mesh(config.eval_batch_size)
     predict_fn = make_predict_fn(model.apply, eval_mesh)
     trivial_count = mean_training_count(config, workdir)

@@ -4,6 +4,12 @@ Each loss of :mod:`gcc_jax.losses` takes its own extra inputs (GL the crop size,
 crop's source-image size and head targets); :func:`make_loss_fn` binds them from the batch
 and the loss's own hyper-parameter block of the config, so the training step calls every
 loss the same way.
+
+Given the mesh, every device computes the per-image terms of its own slice of the batch
+(``shard_map`` over the ``data`` axis) and the batch loss is reduced from them. The losses are
+per-image computations anyway; running them per device keeps XLA from gathering the batch
+onto every device, which it would do for GL's CPU layout (a sequential map over the images,
+see ``gcc_jax.losses._generalized_chunked``).
 """
 
 from __future__ import annotations
@@ -11,18 +17,47 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 import ml_collections
+from jax.sharding import Mesh, PartitionSpec
 
 from gcc_jax import losses
 from gcc_jax.models import STRIDE
+from gcc_jax.training.mesh import DATA_AXIS
 
-__all__ = ["LossFn", "make_loss_fn"]
+__all__ = ["LossFn", "batch_loss_from_terms", "make_loss_fn"]
 
 # (density [B, h, w], batch) -> (scalar batch loss, {term: [B]}).
 LossFn = Callable[[jax.Array, Mapping[str, jax.Array]], tuple[jax.Array, dict[str, jax.Array]]]
 
 
-def make_loss_fn(loss_config: ml_collections.ConfigDict, *, crop_size: int) -> LossFn:
+# Batch entries each loss reads.
+_LOSS_INPUTS = {
+    "gl": ("points", "point_mask"),
+    "bl": ("points", "point_mask", "st_size", "targets"),
+    "dm_count": ("points", "point_mask"),
+    "l2": ("points", "point_mask"),
+}
+
+
+def batch_loss_from_terms(name: str, options: Mapping, terms: Mapping[str, jax.Array]) -> jax.Array:
+    """The batch loss as the reference reduces its per-image terms ``[B]``.
+
+    GL, BL and L2 average the per-image totals; DM-Count sums its OT term over the batch and
+    averages the count and TV terms (SPEC §3).
+    """
+    if name == "dm_count":
+        return (
+            options["wot"] * jnp.sum(terms["ot"])
+            + jnp.mean(terms["count"])
+            + options["wtv"] * jnp.mean(terms["tv"])
+        )
+    return jnp.mean(terms["total"])
+
+
+def make_loss_fn(
+    loss_config: ml_collections.ConfigDict, *, crop_size: int, mesh: Mesh | None = None
+) -> LossFn:
     """The loss ``config.loss.name`` with the hyper-parameters of its config block.
 
     =========== ===================================================================
@@ -39,6 +74,9 @@ def make_loss_fn(loss_config: ml_collections.ConfigDict, *, crop_size: int) -> L
     Args:
       loss_config: ``config.loss`` (``name`` plus one block per loss).
       crop_size: training crop side in pixels.
+      mesh: the training mesh; when given, each device computes the terms of its slice of the
+        batch (the batch must be split evenly over the ``data`` axis) and the batch loss is
+        :func:`batch_loss_from_terms` of them — the same value as without a mesh.
 
     Returns:
       ``loss_fn(density [B, h, w], batch) -> (loss, terms)``; ``batch`` holds ``points``
@@ -65,4 +103,22 @@ def make_loss_fn(loss_config: ml_collections.ConfigDict, *, crop_size: int) -> L
             return losses.dm_count_loss(density, points, mask, stride=STRIDE, **options)
         return losses.l2_loss(density, points, mask, stride=STRIDE, **options)
 
-    return loss_fn
+    if mesh is None:
+        return loss_fn
+
+    def terms_on_device(density, inputs):
+        return loss_fn(density, inputs)[1]
+
+    batch_spec = PartitionSpec(DATA_AXIS)
+    # check_vma=False: the losses are device-local (no collectives); their loops start from
+    # constants, which the varying-manual-axes type check would otherwise reject.
+    sharded_terms = jax.shard_map(
+        terms_on_device, mesh=mesh, in_specs=(batch_spec, batch_spec), out_specs=batch_spec,
+        check_vma=False,
+    )  # fmt: skip
+
+    def sharded_loss_fn(density, batch):
+        terms = sharded_terms(density, {key: batch[key] for key in _LOSS_INPUTS[name]})
+        return batch_loss_from_terms(name, options, terms), terms
+
+    return sharded_loss_fn
