@@ -7,7 +7,12 @@ crowds, crop 128, batch 8, Adam lr 1e-3 with cosine decay, 10 epochs = 400 steps
 trained with :func:`gcc_jax.training.train_and_evaluate` into ``WORKDIR/<loss>`` — the same
 steps, seeds, data order, augmentation and schedule for every loss; only ``config.loss.name``
 (and with it the network head each loss's official code uses, see
-:func:`gcc_jax.models.head_variant`) changes. A finished run is not retrained (the workdir
+:func:`gcc_jax.models.head_variant`) changes. BL runs twice: as the official code trains it
+(BL+, with the background row) and without the background row — from a random
+initialisation, BL+ collapses to an all-zero map here (the background owns most cells, so its
+first gradients lower the density everywhere and the ReLUs of the narrow network die; seen at
+learning rates 1e-3 and 1e-4, with the 2021 and the 2019 background), and the second run
+shows what BL's head terms learn on their own. A finished run is not retrained (the workdir
 resumes; delete it to start over). Then, with each run's final parameters:
 
 * counting: MAE / RMSE on the validation and the test split;
@@ -15,7 +20,9 @@ resumes; delete it to start over). Then, with each run's final parameters:
   chosen on the validation split with :func:`gcc_jax.localization.choose_threshold` (F1 at a
   fixed matching radius, ``--radius`` px, default 8: the synthetic heads have radii 2.5–8 px),
   then precision / recall / F1 on the test split at that threshold (TP/FP/FN summed over the
-  split; maximum-cardinality matching, :func:`gcc_jax.metrics.match_points`);
+  split; maximum-cardinality matching, :func:`gcc_jax.metrics.match_points`); GL's detections
+  are moved by half a cell (+4 px), because GL's reference geometry places cell ``j`` at
+  ``(j + 1)·s`` rather than at its centre (see :func:`cell_shift`);
 * sparsity: the fraction of the test maps' cells with density below 0.001 (the GL
   supplement's measure), beside the same fraction of the ground-truth dot maps;
 * figures: test density maps side by side (like the GL supplement's Fig. 5) and detections
@@ -41,19 +48,29 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-LOSSES = ("l2", "bl", "dm_count", "gl")
-LABELS = {"l2": "L2", "bl": "BL", "dm_count": "DM-Count", "gl": "GL"}
+# Study entries: (config.loss.name, overrides of that loss's config block).
+VARIANTS = {
+    "l2": ("l2", {}),
+    "bl": ("bl", {}),  # BL+ of the official code: with the background row (2021 form, ratio 1)
+    "bl_no_background": ("bl", {"use_background": False}),
+    "dm_count": ("dm_count", {}),
+    "gl": ("gl", {}),
+}
+LOSSES = tuple(VARIANTS)
+LABELS = {"l2": "L2", "bl": "BL+ (background)", "bl_no_background": "BL (no background)", "dm_count": "DM-Count", "gl": "GL"}
 SPARSE_BELOW = 1e-3  # the supplement's sparsity threshold (density per cell)
 THRESHOLDS = tuple(np.round(np.arange(0.01, 0.61, 0.01), 2))  # localization candidates
 
 
-def study_config(loss: str, *, epochs: int, l2_sigma: float, seed: int):
-    """``configs/synthetic.py`` with the study's overrides for one loss."""
+def study_config(variant: str, *, epochs: int, l2_sigma: float, seed: int):
+    """``configs/synthetic.py`` with the study's overrides for one entry of :data:`VARIANTS`."""
     from gcc_jax.training import load_config_module
 
     root = pathlib.Path(__file__).resolve().parents[1]
     config = load_config_module(root / "configs" / "synthetic.py").get_config()
+    loss, overrides = VARIANTS[variant]
     config.loss.name = loss
+    config.loss[loss].update(overrides)
     config.loss.l2.sigma = l2_sigma
     config.num_epochs = epochs
     config.seed = seed
@@ -97,6 +114,23 @@ def predictions(config, workdir: pathlib.Path, split: str) -> list[dict]:
         pad_multiple=config.dataset.eval_pad_multiple, **dataset_kwargs(config),
     )  # fmt: skip
     return list(iterate_predictions(make_predict_fn(model.apply, mesh), {"params": params}, batches, mesh))
+
+
+def cell_shift(config) -> float:
+    """Pixels to add to detections so they land where the loss put each cell's mass.
+
+    BL, DM-Count and L2 place cell ``j`` at its centre ``(j + ½)·s``; GL's reference geometry
+    (``cell_offset="reference"``, the default) at ``(j + 1)·s``, so a GL model learns to put a
+    head's mass half a cell up and left of it, and its detections are shifted back by ``s/2``
+    (4 px), as the model was trained to mean them.
+    """
+    from gcc_jax.losses import cell_positions
+    from gcc_jax.models import STRIDE
+
+    if config.loss.name != "gl":
+        return 0.0
+    first_cell_x = float(cell_positions(1, 1, stride=STRIDE, offset=config.loss.gl.cell_offset)[0, 0])
+    return first_cell_x - STRIDE / 2
 
 
 def counting(records) -> dict:
@@ -237,7 +271,8 @@ def markdown_table(rows: dict, *, gt_sparsity: float, radius: float, machine: st
         )
     lines += [
         "",
-        f"Localization on the test split at a {radius:g} px radius, threshold chosen on validation; "
+        f"Localization on the test split at a {radius:g} px radius, threshold chosen on validation "
+        "(GL's detections moved by +4 px, its reference cell positions); "
         f"ground-truth dot maps have {100 * gt_sparsity:.1f}% empty cells. Machine: {machine}. "
         f"Command: `{command}`",
     ]
@@ -287,7 +322,9 @@ def main(argv=None):
             seconds = train(config, workdir / loss)
             done_file.write_text(json.dumps({"settings": settings, "seconds": seconds}))
         val, test = predictions(config, workdir / loss, "val"), predictions(config, workdir / loss, "test")
-        loc, detections, matches = localization(val, test, radius=args.radius, pixel_offset=args.pixel_offset)
+        offset = args.pixel_offset + cell_shift(config)
+        loc, detections, matches = localization(val, test, radius=args.radius, pixel_offset=offset)
+        loc["pixel_offset"] = offset
         rows[loss] = {
             "val": counting(val),
             "test": counting(test),

@@ -24,6 +24,10 @@ The contenders run interleaved (one call of each per round), so that load change
 machine hit all of them; the ratio official / gcc_jax (> 1: gcc_jax is faster) comes from one
 run on one machine, and the largest relative differences of loss and gradient between the two
 are printed beside it (both compute the same thing; the tests check it on the fixtures).
+The official computation is timed with torch at 1 and at 2 intra-op threads
+(``--torch_threads``) and the faster median counts: on a shared CPU torch's thread pool
+suffers from oversubscription, so this is the comparison least favourable to gcc_jax (which
+uses XLA's default thread pool).
 """
 
 from __future__ import annotations
@@ -123,8 +127,9 @@ def measure(batch: int, max_points: int, args) -> list[dict]:
                       "compile_s": compile_s, "first_call_s": first_s}  # fmt: skip
         official = None if args.no_official else official_value_and_grad(name, density, point_list, st_size, crop=args.crop)
         if official is not None:
-            reference, _ = _timed(official)  # warm-up, and the values to compare with
-            contenders[(name, "official")] = official
+            for threads in args.torch_threads:
+                contenders[(name, f"official_{threads}t")] = with_torch_threads(official, threads)
+                reference, _ = _timed(contenders[(name, f"official_{threads}t")])  # warm-up; values to compare
             ref_loss, ref_grad = reference
             rows[name]["rel_diff_loss"] = abs(float(values[0]) - ref_loss) / max(abs(ref_loss), 1e-30)
             rows[name]["rel_diff_grad"] = float(np.abs(np.asarray(values[1]) - ref_grad).max() / max(np.abs(ref_grad).max(), 1e-30))
@@ -136,24 +141,49 @@ def measure(batch: int, max_points: int, args) -> list[dict]:
         rows[name][f"{who}_median_s"] = float(np.median(t))
         rows[name][f"{who}_runs_s"] = [float(v) for v in t]
     for row in rows.values():
-        if "official_median_s" in row:
-            row["official_over_gcc_jax"] = row["official_median_s"] / row["gcc_jax_median_s"]
+        add_summaries(row, args.torch_threads)
     return list(rows.values())
+
+
+def add_summaries(row: dict, torch_threads) -> None:
+    """The official median (its fastest thread setting), best runs, and the two ratios."""
+    medians = {t: row[f"official_{t}t_median_s"] for t in torch_threads if f"official_{t}t_median_s" in row}
+    if medians:  # the reference's best thread setting: the conservative comparison
+        row["official_threads"] = min(medians, key=medians.get)
+        row["official_median_s"] = medians[row["official_threads"]]
+        row["official_over_gcc_jax"] = row["official_median_s"] / row["gcc_jax_median_s"]
+        # Best runs: the least disturbed call of each side, a second estimate under load.
+        row["official_best_s"] = min(min(row[f"official_{t}t_runs_s"]) for t in medians)
+        row["gcc_jax_best_s"] = min(row["gcc_jax_runs_s"])
+        row["official_over_gcc_jax_best"] = row["official_best_s"] / row["gcc_jax_best_s"]
+
+
+def with_torch_threads(fn, threads: int):
+    """``fn`` run with torch limited to ``threads`` intra-op threads."""
+
+    def run():
+        import torch
+
+        torch.set_num_threads(threads)
+        return fn()
+
+    return run
 
 
 def markdown(rows: list[dict], machine: str, command: str) -> str:
     names = {"gl": "GL", "bl": "BL", "dm_count": "DM-Count", "l2": "L2"}
     lines = [
-        "| loss | B | M | heads (mean) | compile s | gcc_jax ms | official ms | official / gcc_jax | rel. diff loss / grad |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| loss | B | M | heads (mean) | compile s | gcc_jax ms | official ms (torch threads) | official / gcc_jax | same, best runs | rel. diff loss / grad |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        official = f"{1e3 * r['official_median_s']:.1f}" if "official_median_s" in r else "—"
+        official = f"{1e3 * r['official_median_s']:.1f} ({r['official_threads']}t)" if "official_median_s" in r else "—"
         ratio = f"**{r['official_over_gcc_jax']:.2f}**" if "official_over_gcc_jax" in r else "—"
+        best = f"{r['official_over_gcc_jax_best']:.2f}" if "official_over_gcc_jax_best" in r else "—"
         diff = f"{r['rel_diff_loss']:.1e} / {r['rel_diff_grad']:.1e}" if "rel_diff_loss" in r else "—"
         lines.append(
             f"| {names[r['loss']]} | {r['batch']} | {r['padded_points']} | {np.mean(r['heads']):.0f} | "
-            f"{r['compile_s']:.2f} | {1e3 * r['gcc_jax_median_s']:.1f} | {official} | {ratio} | {diff} |"
+            f"{r['compile_s']:.2f} | {1e3 * r['gcc_jax_median_s']:.1f} | {official} | {ratio} | {best} | {diff} |"
         )
     lines += ["", f"Machine: {machine}. Command: `{command}`"]
     return "\n".join(lines) + "\n"
@@ -170,15 +200,15 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per contender (median reported)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no_official", action="store_true", help="time gcc_jax only")
+    parser.add_argument("--torch_threads", type=lambda s: tuple(int(v) for v in s.split(",")), default=(1, 2),
+                        help="torch intra-op thread counts to time the official computation with; the fastest counts")
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
     args = parser.parse_args(argv)
     unknown = set(args.losses) - set(LOSSES)
     if unknown:
         raise ValueError(f"--losses: unknown {sorted(unknown)}; choose from {LOSSES}")
     try:
-        import torch
-
-        torch.set_num_threads(os.cpu_count() or 1)
+        import torch  # noqa: F401
     except ImportError:
         print("torch not installed: official computations skipped (pip install 'gcc_jax[bench]')")
 
