@@ -8,7 +8,6 @@ import sys
 
 import jax
 import numpy as np
-import pytest
 
 from gcc_jax.training import create_mesh, create_model, read_metrics, replicated_sharding, restore_params
 from tiny_runs import REPO, subprocess_env, tiny_config, tiny_flags
@@ -54,8 +53,8 @@ def _params(workdir):
     return params
 
 
-# Two or three train.py processes (start-up, compilation): 1.5–2 minutes on 2 shared cores.
-@pytest.mark.slow
+# Two or three train.py processes (start-up, compilation): 1.5–2 minutes on 2 shared cores;
+# in the default suite all the same, as the acceptance test of multi-host / exact resume.
 def test_two_processes_equal_one_process_with_four_devices(tmp_path):
     port = _free_port()
     multi = [

@@ -14,7 +14,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 from gcc_jax.training import RunCheckpoints, read_metrics
 from tiny_runs import REPO, subprocess_env, tiny_flags
@@ -55,8 +54,8 @@ def _train_losses_from(path):
     return {r["step"]: r["loss"] for r in records if r["split"] == "train"}
 
 
-# Two or three train.py processes (start-up, compilation): 1.5–2 minutes on 2 shared cores.
-@pytest.mark.slow
+# Two or three train.py processes (start-up, compilation): 1.5–2 minutes on 2 shared cores;
+# in the default suite all the same, as the acceptance test of multi-host / exact resume.
 def test_killed_run_resumes_exactly(tmp_path):
     workdir = tmp_path / "run"
     victim = _start(workdir)
