@@ -138,7 +138,6 @@ def test_synthetic_fallback_runs_on_cpu(tmp_path):
     assert "1 cpu device(s)" in result.stdout
 
 
-@pytest.mark.slow
 def test_dataset_cells_run_on_a_shanghaitech_sample_with_two_devices(tmp_path):
     result = run_notebook(tmp_path, devices=2, manual_dir=SHA_SAMPLE)
     config = check_run(tmp_path / "runs" / "real", eval_images=1)
