@@ -220,9 +220,7 @@ def density_figure(per_loss, picks, path, *, machine: str) -> None:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"Density maps on synthetic test images (colour scale per map)\n{machine}", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_small_png(fig, path)
 
 
 def detections_figure(per_loss, picks, path, *, radius: float, machine: str) -> None:
@@ -247,14 +245,30 @@ def detections_figure(per_loss, picks, path, *, radius: float, machine: str) -> 
             ax.scatter(*found[hit].T, s=30, c="lime", marker="+", linewidths=1.2)
             ax.scatter(*found[~hit].T, s=24, c="red", marker="x", linewidths=1.2)
             ax.set_title(f"{LABELS[loss]}: TP {match.tp} FP {match.fp} FN {match.fn}", fontsize=8)
+            height, width = record["image_hw"]
+            ax.set_xlim(-0.5, width - 0.5)  # markers never widen the view beyond the image
+            ax.set_ylim(height - 0.5, -0.5)
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle(
         f"Detections on synthetic test images (radius {radius:g} px; + TP, x FP, o missed head)\n{machine}", fontsize=8
     )
+    save_small_png(fig, path)
+
+
+def save_small_png(fig, path, *, dpi: int = 72) -> None:
+    """Saves a figure as a 256-colour PNG (a few hundred kB instead of MBs for photos + markers)."""
+    import io
+
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
     plt.close(fig)
+    buffer.seek(0)
+    Image.open(buffer).convert("RGB").quantize(colors=256).save(path, optimize=True)
 
 
 def markdown_table(rows: dict, *, gt_sparsity: float, radius: float, machine: str, command: str) -> str:
