@@ -194,8 +194,8 @@ def shrink_for_runlocal(config: ml_collections.ConfigDict) -> None:
     """Turns ``config`` into a run of seconds that still touches every part of the program.
 
     Narrow model (width 1/16), crop 64, batch 2, 4 steps with a checkpoint every 2, and a
-    handful of images: the synthetic set is made small, a real data set is cut to its first 8
-    training and 2 evaluation images (TFDS split slicing).
+    handful of images: the synthetic set is made small, a real data set is cut to at most its first
+    8 training and 2 evaluation images (TFDS split slicing, clamped to the split's size).
     """
     config.model.width = 1 / 16
     config.crop_size = 64

@@ -39,6 +39,7 @@ class TfdsSource:
     encoded = True
 
     def __init__(self, builder: tfds.core.DatasetBuilder, split: str, boxes: str | None):
+        split = _clamp_absolute_slices(split, builder)
         self._records = builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
         self._boxes = boxes
         self.has_boxes = boxes is not None
@@ -108,6 +109,30 @@ def _synthetic_source(options: SyntheticCrowdOptions, split: str) -> SyntheticSo
 
 def _text(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _clamp_absolute_slices(split: str, builder: tfds.core.DatasetBuilder) -> str:
+    """Gives absolute TFDS slices (``"train[:8]"``) Python's meaning: at most the first 8.
+
+    TFDS rejects a slice that reaches past the end of its split; ``runlocal`` configs ask for
+    ``train[:8]`` whatever the split's size, and a user's small copy may hold fewer images.
+    Percent slices and plain names are left to TFDS.
+    """
+    parts = []
+    for part in split.split("+"):
+        part = part.strip()
+        match = re.fullmatch(r"(\w+)\[(-?\d*):(-?\d*)\]", part)
+        if match:
+            base, start, stop = match.groups()
+            size = builder.info.splits[base].num_examples
+            first, last, _ = slice(int(start) if start else None, int(stop) if stop else None).indices(size)
+            if first >= last:
+                raise ValueError(
+                    f"split {part!r} of {builder.name} selects no examples (the split has {size})"
+                )
+            part = f"{base}[{first}:{last}]"
+        parts.append(part)
+    return "+".join(parts)
 
 
 def _check_split(name: str, split: str, known: tuple[str, ...]) -> None:
