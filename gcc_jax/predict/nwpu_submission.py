@@ -164,12 +164,7 @@ def main(argv) -> None:
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments: {argv[1:]}")
     workdir = flags_.workdir
-    if flags_.config is not None:
-        config = flags_.config
-    elif workdir is not None:
-        config = config_lib.load_workdir_config(workdir)
-    else:
-        raise ValueError("give --workdir (a training run) or --config (with --checkpoint MODEL_DIR)")
+    config = config_lib.config_for_command(flags_.config, workdir)
     peaks = resolve_localization(
         flags_.checkpoint, workdir=workdir, config=config, threshold=flags_.threshold,
         pixel_offset=flags_.pixel_offset, one_per_plateau=flags_.one_per_plateau,

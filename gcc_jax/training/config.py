@@ -21,6 +21,7 @@ __all__ = [
     "CONFIG_FILE",
     "LOSS_NAMES",
     "check_config",
+    "config_for_command",
     "load_config_module",
     "load_workdir_config",
     "save_config",
@@ -91,6 +92,24 @@ def load_workdir_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict
     config = ml_collections.ConfigDict(json.loads(path.read_text()))
     config.lock()
     return config
+
+
+def config_for_command(
+    config: ml_collections.ConfigDict | None, workdir: str | os.PathLike | None
+) -> ml_collections.ConfigDict:
+    """The config of a command that takes ``--config`` and / or ``--workdir`` (evaluation,
+    submission files): ``--config`` when given, else the one the training run saved in
+    ``workdir``.
+
+    Raises:
+      ValueError: neither is given.
+      FileNotFoundError: ``workdir`` holds no saved config.
+    """
+    if config is not None:
+        return config
+    if workdir is not None:
+        return load_workdir_config(workdir)
+    raise ValueError("give --workdir (a training run) or --config (with --checkpoint MODEL_DIR)")
 
 
 def load_config_module(path: str | os.PathLike) -> types.ModuleType:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from gcc_jax.evaluate import evaluate_checkpoint
+from gcc_jax.training.config import config_for_command
 from gcc_jax.training import NonFiniteLossError, RunCheckpoints, load_workdir_config, read_metrics, train_and_evaluate
 from tiny_runs import tiny_config
 
@@ -40,6 +41,10 @@ def test_tiny_run_trains_evaluates_and_checkpoints(tmp_path):
     checkpoints.close()
 
     assert load_workdir_config(tmp_path).to_dict() == json.loads(json.dumps(config.to_dict()))
+    assert config_for_command(None, tmp_path).to_dict() == load_workdir_config(tmp_path).to_dict()
+    assert config_for_command(config, tmp_path) is config
+    with pytest.raises(ValueError, match="give --workdir"):
+        config_for_command(None, None)
     assert (tmp_path / "pictures" / "step_00000000.png").is_file()
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
 
