@@ -9,6 +9,7 @@ from jax.test_util import check_grads
 
 from gcc_jax.losses import bayesian_loss
 from gcc_jax.losses import _bayesian
+from loss_cases import BAD_SHAPES, EDGE_CASES as COMMON_EDGE_CASES, random_inputs
 
 NUM_CASES = 4
 
@@ -32,11 +33,11 @@ def case_inputs(reference, index):
 
 
 def random_batch(seed, *, batch=3, size=16, stride=8, max_points=12, counts=(5, 0, 12)):
+    """:func:`loss_cases.random_inputs` plus ``st_size`` ``[batch]`` and ``targets``."""
     rng = np.random.default_rng(seed)
     crop = size * stride
-    density = rng.uniform(0.0, 0.05, (batch, size, size)).astype(np.float32)
-    points = rng.uniform(0.0, crop, (batch, max_points, 2)).astype(np.float32)
-    mask = np.arange(max_points)[None, :] < np.asarray(counts)[:, None]
+    density, points, mask = random_inputs(rng, batch=batch, size=size, stride=stride, max_points=max_points,
+                                          counts=counts)
     st_size = rng.uniform(crop, 4 * crop, batch).astype(np.float32)
     targets = rng.uniform(0.3, 1.0, (batch, max_points)).astype(np.float32)
     return density, points, mask, st_size, targets
@@ -190,11 +191,7 @@ def test_padding_and_permutation_change_nothing(background):
 
 
 EDGE_CASES = {
-    "zero density": (np.zeros((2, 8, 8)), [[10.0, 10.0], [30.0, 50.0]], [True, True]),
-    "all padding": (np.full((2, 8, 8), 0.01), [[10.0, 10.0], [30.0, 50.0]], [False, False]),
-    "one point": (np.full((2, 8, 8), 0.01), [[10.0, 10.0], [0.0, 0.0]], [True, False]),
-    "on and outside the border": (np.full((2, 8, 8), 0.01), [[0.0, 64.0], [-1.5, 65.5]], [True, True]),
-    "duplicate points": (np.full((2, 8, 8), 0.01), [[20.0, 20.0], [20.0, 20.0]], [True, True]),
+    **COMMON_EDGE_CASES,
     "head on a cell centre": (np.full((2, 8, 8), 0.01), [[4.0, 4.0], [12.0, 4.0]], [True, True]),
 }
 
@@ -262,12 +259,7 @@ def test_bad_hyper_parameters_raise(kwargs, message):
 
 @pytest.mark.parametrize(
     "shapes, message",
-    [
-        (((3, 16), (3, 12, 2), (3, 12)), "density"),
-        (((3, 16, 16), (3, 12, 3), (3, 12)), "points"),
-        (((3, 16, 16), (3, 12, 2), (3, 11)), "point_mask"),
-        (((2, 16, 16), (3, 12, 2), (3, 12)), "batch size"),
-    ],
+    BAD_SHAPES,
 )
 def test_bad_shapes_raise(shapes, message):
     density, points, mask = (np.zeros(s) for s in shapes)

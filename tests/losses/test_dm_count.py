@@ -9,6 +9,7 @@ from jax.test_util import check_grads
 
 from gcc_jax.losses import dm_count_loss, dot_map
 from gcc_jax.losses import _dm_count
+from loss_cases import BAD_SHAPES, EDGE_CASES as COMMON_EDGE_CASES, random_batch
 
 NUM_CASES = 3
 
@@ -28,14 +29,6 @@ def case_inputs(reference, index):
         num_iters=int(reference[key + "iters"]),
     )
     return arrays, params
-
-
-def random_batch(seed, *, batch=3, size=16, stride=8, max_points=12, counts=(5, 0, 12)):
-    rng = np.random.default_rng(seed)
-    density = rng.uniform(0.0, 0.05, (batch, size, size)).astype(np.float32)
-    points = rng.uniform(0.0, size * stride, (batch, max_points, 2)).astype(np.float32)
-    mask = np.arange(max_points)[None, :] < np.asarray(counts)[:, None]
-    return density, points, mask
 
 
 def numpy_dm_count(density, points, mask, *, stride, wot, wtv, reg, num_iters):
@@ -296,11 +289,7 @@ def test_padding_and_permutation_change_nothing():
 
 
 EDGE_CASES = {
-    "zero density": (np.zeros((2, 8, 8)), [[10.0, 10.0], [30.0, 50.0]], [True, True]),
-    "all padding": (np.full((2, 8, 8), 0.01), [[10.0, 10.0], [30.0, 50.0]], [False, False]),
-    "one point": (np.full((2, 8, 8), 0.01), [[10.0, 10.0], [0.0, 0.0]], [True, False]),
-    "on and outside the border": (np.full((2, 8, 8), 0.01), [[0.0, 64.0], [-1.5, 65.5]], [True, True]),
-    "duplicate points": (np.full((2, 8, 8), 0.01), [[20.0, 20.0], [20.0, 20.0]], [True, True]),
+    **COMMON_EDGE_CASES,
     "ReLU zeros": (np.pad(np.full((2, 4, 4), 0.1), ((0, 0), (0, 4), (0, 4))), [[10.0, 10.0], [60.0, 60.0]],
                    [True, True]),
 }
@@ -373,12 +362,7 @@ def test_bad_hyper_parameters_raise(kwargs, message):
 
 @pytest.mark.parametrize(
     "shapes, message",
-    [
-        (((3, 16), (3, 12, 2), (3, 12)), "density"),
-        (((3, 16, 16), (3, 12, 3), (3, 12)), "points"),
-        (((3, 16, 16), (3, 12, 2), (3, 11)), "point_mask"),
-        (((2, 16, 16), (3, 12, 2), (3, 12)), "batch size"),
-    ],
+    BAD_SHAPES,
 )
 def test_bad_shapes_raise(shapes, message):
     density, points, mask = (np.zeros(s) for s in shapes)

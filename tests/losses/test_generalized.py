@@ -9,6 +9,7 @@ from jax.test_util import check_grads
 
 from gcc_jax.losses import generalized_loss, generalized_loss_potentials
 from gcc_jax.losses import _generalized, _generalized_chunked, _generalized_common, _generalized_dense
+from loss_cases import BAD_SHAPES, EDGE_CASES, random_batch
 
 PARAM_NAMES = ("cost", "scale", "blur", "reach", "scaling", "tau", "p", "d_point", "d_pixel")
 NUM_CASES = 7
@@ -31,14 +32,6 @@ def case_inputs(reference, index):
 
 def potential_params(params):
     return {k: v for k, v in params.items() if k not in ("tau", "d_point", "d_pixel")}
-
-
-def random_batch(seed, *, batch=3, size=16, crop=128, max_points=12, counts=(5, 0, 12)):
-    rng = np.random.default_rng(seed)
-    density = rng.uniform(0.0, 0.05, (batch, size, size)).astype(np.float32)
-    points = rng.uniform(0.0, crop, (batch, max_points, 2)).astype(np.float32)
-    mask = np.arange(max_points)[None, :] < np.asarray(counts)[:, None]
-    return density, points, mask
 
 
 @pytest.mark.parametrize("index", range(NUM_CASES))
@@ -176,13 +169,6 @@ def test_callable_cost_equals_named_cost():
     np.testing.assert_allclose(custom[1]["total"], named[1]["total"], rtol=1e-6)
 
 
-EDGE_CASES = {
-    "zero density": (np.zeros((2, 8, 8)), [[10.0, 10.0], [30.0, 50.0]], [True, True]),
-    "all padding": (np.full((2, 8, 8), 0.01), [[10.0, 10.0], [30.0, 50.0]], [False, False]),
-    "one point": (np.full((2, 8, 8), 0.01), [[10.0, 10.0], [0.0, 0.0]], [True, False]),
-    "on and outside the border": (np.full((2, 8, 8), 0.01), [[0.0, 64.0], [-1.5, 65.5]], [True, True]),
-    "duplicate points": (np.full((2, 8, 8), 0.01), [[20.0, 20.0], [20.0, 20.0]], [True, True]),
-}
 
 
 @pytest.mark.parametrize("solver", ["reference", "converged"])
@@ -342,12 +328,7 @@ def test_bad_hyper_parameters_raise(kwargs, message):
 
 @pytest.mark.parametrize(
     "shapes, message",
-    [
-        (((3, 16), (3, 12, 2), (3, 12)), "density"),
-        (((3, 16, 16), (3, 12, 3), (3, 12)), "points"),
-        (((3, 16, 16), (3, 12, 2), (3, 11)), "point_mask"),
-        (((2, 16, 16), (3, 12, 2), (3, 12)), "batch size"),
-    ],
+    BAD_SHAPES,
 )
 def test_bad_shapes_raise(shapes, message):
     density, points, mask = (np.zeros(s) for s in shapes)

@@ -10,14 +10,7 @@ from jax.test_util import check_grads
 
 from gcc_jax.losses import gaussian_density, l2_loss
 from gcc_jax.losses import _pixel
-
-
-def random_batch(seed, *, batch=3, size=16, stride=8, max_points=12, counts=(5, 0, 12)):
-    rng = np.random.default_rng(seed)
-    density = rng.uniform(0.0, 0.05, (batch, size, size)).astype(np.float32)
-    points = rng.uniform(0.0, size * stride, (batch, max_points, 2)).astype(np.float32)
-    mask = np.arange(max_points)[None, :] < np.asarray(counts)[:, None]
-    return density, points, mask
+from loss_cases import BAD_SHAPES, EDGE_CASES, random_batch
 
 
 def scipy_density(pixels, sigmas, *, height, width, stride):
@@ -138,13 +131,6 @@ def test_padding_and_permutation_change_nothing(adaptive):
         np.testing.assert_allclose(other_grad, grad, rtol=1e-4, atol=1e-7)
 
 
-EDGE_CASES = {
-    "zero density": (np.zeros((2, 8, 8)), [[10.0, 10.0], [30.0, 50.0]], [True, True]),
-    "all padding": (np.full((2, 8, 8), 0.01), [[10.0, 10.0], [30.0, 50.0]], [False, False]),
-    "one point": (np.full((2, 8, 8), 0.01), [[10.0, 10.0], [0.0, 0.0]], [True, False]),
-    "on and outside the border": (np.full((2, 8, 8), 0.01), [[0.0, 64.0], [-1.5, 65.5]], [True, True]),
-    "duplicate points": (np.full((2, 8, 8), 0.01), [[20.0, 20.0], [20.0, 20.0]], [True, True]),
-}
 
 
 @pytest.mark.parametrize("adaptive", [False, True])
@@ -205,12 +191,7 @@ def test_bad_hyper_parameters_raise(kwargs, message):
 
 @pytest.mark.parametrize(
     "shapes, message",
-    [
-        (((3, 16), (3, 12, 2), (3, 12)), "density"),
-        (((3, 16, 16), (3, 12, 3), (3, 12)), "points"),
-        (((3, 16, 16), (3, 12, 2), (3, 11)), "point_mask"),
-        (((2, 16, 16), (3, 12, 2), (3, 12)), "batch size"),
-    ],
+    BAD_SHAPES,
 )
 def test_bad_shapes_raise(shapes, message):
     density, points, mask = (np.zeros(s) for s in shapes)
