@@ -257,10 +257,7 @@ def test_bad_hyper_parameters_raise(kwargs, message):
         bayesian_loss(density, points, mask, **kwargs)
 
 
-@pytest.mark.parametrize(
-    "shapes, message",
-    BAD_SHAPES,
-)
+@pytest.mark.parametrize("shapes, message", BAD_SHAPES)
 def test_bad_shapes_raise(shapes, message):
     density, points, mask = (np.zeros(s) for s in shapes)
     with pytest.raises(ValueError, match=message):

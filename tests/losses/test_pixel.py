@@ -189,10 +189,7 @@ def test_bad_hyper_parameters_raise(kwargs, message):
         gaussian_density(points, mask, height=16, width=16, **kwargs)
 
 
-@pytest.mark.parametrize(
-    "shapes, message",
-    BAD_SHAPES,
-)
+@pytest.mark.parametrize("shapes, message", BAD_SHAPES)
 def test_bad_shapes_raise(shapes, message):
     density, points, mask = (np.zeros(s) for s in shapes)
     with pytest.raises(ValueError, match=message):
