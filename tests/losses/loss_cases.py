@@ -33,3 +33,11 @@ BAD_SHAPES = [
     (((3, 16, 16), (3, 12, 2), (3, 11)), "point_mask"),
     (((2, 16, 16), (3, 12, 2), (3, 12)), "batch size"),
 ]
+
+
+def assert_all_finite(loss, terms, grad):
+    """The loss, every per-image term and the gradient are finite."""
+    assert np.isfinite(loss)
+    for name, value in terms.items():
+        assert np.all(np.isfinite(value)), name
+    assert np.all(np.isfinite(grad))

@@ -9,7 +9,7 @@ from jax.test_util import check_grads
 
 from gcc_jax.losses import dm_count_loss, dot_map
 from gcc_jax.losses import _dm_count
-from loss_cases import BAD_SHAPES, EDGE_CASES as COMMON_EDGE_CASES, random_batch
+from loss_cases import BAD_SHAPES, EDGE_CASES as COMMON_EDGE_CASES, assert_all_finite, random_batch
 
 NUM_CASES = 3
 
@@ -304,9 +304,7 @@ def test_edge_cases_are_finite(case):
     (loss, terms), grad = jax.value_and_grad(
         lambda d: dm_count_loss(d, points, mask), has_aux=True
     )(density)
-    assert np.isfinite(loss)
-    assert all(np.all(np.isfinite(v)) for v in terms.values())
-    assert np.all(np.isfinite(grad))
+    assert_all_finite(loss, terms, grad)
 
 
 def test_dense_crowd_is_finite():
@@ -317,8 +315,7 @@ def test_dense_crowd_is_finite():
     (loss, terms), grad = jax.value_and_grad(
         lambda d: dm_count_loss(d, points, mask), has_aux=True
     )(jnp.asarray(density))
-    assert np.isfinite(loss) and np.all(np.isfinite(grad))
-    assert all(np.all(np.isfinite(v)) for v in terms.values())
+    assert_all_finite(loss, terms, grad)
 
 
 def test_gradient_with_detached_pieces_matches_finite_differences():

@@ -10,7 +10,7 @@ from jax.test_util import check_grads
 
 from gcc_jax.losses import gaussian_density, l2_loss
 from gcc_jax.losses import _pixel
-from loss_cases import BAD_SHAPES, EDGE_CASES, random_batch
+from loss_cases import BAD_SHAPES, EDGE_CASES, assert_all_finite, random_batch
 
 
 def scipy_density(pixels, sigmas, *, height, width, stride):
@@ -143,8 +143,7 @@ def test_edge_cases_are_finite(case, adaptive):
     (loss, terms), grad = jax.value_and_grad(
         lambda d: l2_loss(d, points, mask, adaptive=adaptive), has_aux=True
     )(density)
-    assert np.isfinite(loss) and np.all(np.isfinite(terms["total"]))
-    assert np.all(np.isfinite(grad))
+    assert_all_finite(loss, terms, grad)
     target = gaussian_density(points, mask, height=8, width=8, adaptive=adaptive)
     np.testing.assert_allclose(target.sum(axis=(1, 2)), np.sum(mask, axis=1), rtol=1e-5)
 

@@ -1,36 +1,19 @@
 """A tiny random model directory shared by the predict tests."""
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from gcc_jax.models import VGG19Density, save_variables
+from random_model import random_variables
 
 WIDTH = 1 / 16
 
 
-def random_variables(model, *, output_scale=0.02, seed=0):
-    """He-normal weights drawn in numpy, zero biases (compiling ``model.init`` costs more than
-    these tests); the last layer is scaled so that density peaks straddle the usual thresholds."""
-    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
-    rng = np.random.default_rng(seed)
-
-    def draw(path, spec):
-        if len(spec.shape) == 1:
-            return np.zeros(spec.shape, np.float32)
-        weights = rng.standard_normal(spec.shape) * np.sqrt(2.0 / np.prod(spec.shape[:-1]))
-        last = jax.tree_util.keystr(path).endswith("['conv3']['kernel']")
-        return (weights * (output_scale if last else 1.0)).astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(draw, shapes)
-
-
 @pytest.fixture(scope="session")
 def tiny_model():
-    """``(model, variables)`` of a width-1/16 random VGG19Density."""
+    """``(model, variables)`` of a width-1/16 random VGG19Density: zero biases, and the last
+    layer scaled so that density peaks straddle the localization thresholds."""
     model = VGG19Density(width=WIDTH)
-    return model, random_variables(model)
+    return model, random_variables(model, bias_scale=0.0, output_scale=0.02)
 
 
 @pytest.fixture(scope="session")

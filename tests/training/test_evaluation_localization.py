@@ -5,8 +5,6 @@ import json
 import math
 import pathlib
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -21,6 +19,7 @@ from gcc_jax.training.evaluation import (
     evaluate_records,
     localization_radii,
 )
+from random_model import random_variables
 
 SYNTHETIC_CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "synthetic.py"
 
@@ -160,22 +159,6 @@ def test_chosen_threshold_maximises_the_reported_f1():
         choose_localization_threshold(records, LocalizationOptions(choose_on="sigma_l"))
 
 
-def _random_variables(model, *, output_scale=0.02, seed=0):
-    """He-normal weights drawn in numpy (compiling ``model.init`` costs far more than the
-    test); the last layer is scaled so that the density peaks straddle the thresholds."""
-    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
-    rng = np.random.default_rng(seed)
-
-    def draw(path, spec):
-        if len(spec.shape) == 1:
-            return np.zeros(spec.shape, np.float32)
-        weights = rng.standard_normal(spec.shape) * np.sqrt(2.0 / np.prod(spec.shape[:-1]))
-        last = jax.tree_util.keystr(path).endswith("['conv3']['kernel']")
-        return (weights * (output_scale if last else 1.0)).astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(draw, shapes)
-
-
 def _tiny_config():
     config = load_config_module(SYNTHETIC_CONFIG).get_config("runlocal")
     config.update_from_flattened_dict(
@@ -192,7 +175,7 @@ def _tiny_config():
 
 def test_evaluate_entry_point_chooses_stores_and_reuses_the_threshold(tmp_path):
     config = _tiny_config()
-    variables = _random_variables(VGG19Density(width=1 / 16))
+    variables = random_variables(VGG19Density(width=1 / 16), bias_scale=0.0, output_scale=0.02)
     model_dir = tmp_path / "model"
     save_variables(model_dir, variables, {"width": 1 / 16})
 
