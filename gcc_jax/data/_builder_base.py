@@ -154,6 +154,27 @@ class CrowdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     # --- helpers for subclasses -------------------------------------------------------------
 
+    def _crowd_info(
+        self, *, description: str, homepage: str, citation: str, extra_features: dict | None = None
+    ) -> tfds.core.DatasetInfo:
+        """The ``DatasetInfo`` every crowd builder shares: ``image`` (uint8 ``[H, W, 3]``),
+        ``image/filename`` and ``points`` (float32 ``[n, 2]`` ``(x, y)`` pixels), then the data
+        set's own ``extra_features``."""
+        features = {
+            "image": tfds.features.Image(shape=(None, None, 3)),
+            "image/filename": tfds.features.Text(),
+            "points": tfds.features.Tensor(shape=(None, 2), dtype=np.float32),
+            **(extra_features or {}),
+        }
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=description,
+            features=tfds.features.FeaturesDict(features),
+            homepage=homepage,
+            citation=citation,
+            metadata=tfds.core.MetadataDict(),
+        )
+
     def _metadata(self) -> tfds.core.MetadataDict:
         metadata = self.info.metadata
         metadata.setdefault("on_bad_example", self._on_bad_example)

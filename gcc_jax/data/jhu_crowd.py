@@ -106,25 +106,11 @@ class JhuCrowd(base.CrowdBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
+        return self._crowd_info(
             description=(
                 "JHU-Crowd++ v2.0. Original resolution and JPEG bytes; points are head centres "
                 "(x, y) in pixels, box_size the head box (w, h) in pixels, occlusion 1-3, blur "
                 "0/1; scene, weather (0-3) and distractor (0/1) are image-level labels."
-            ),
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(None, None, 3)),
-                    "image/filename": tfds.features.Text(),
-                    "points": tfds.features.Tensor(shape=(None, 2), dtype=np.float32),
-                    "box_size": tfds.features.Tensor(shape=(None, 2), dtype=np.float32),
-                    "occlusion": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-                    "blur": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-                    "scene": tfds.features.Text(),
-                    "weather": np.int32,
-                    "distractor": np.int32,
-                }
             ),
             homepage="http://www.crowd-counting.com/",
             citation=(
@@ -132,7 +118,14 @@ class JhuCrowd(base.CrowdBuilder):
                 "and A Benchmark Method}, author={Sindagi, Vishwanath A. and Yasarla, Rajeev and "
                 "Patel, Vishal M.}, journal={IEEE TPAMI}, year={2020}}"
             ),
-            metadata=tfds.core.MetadataDict(),
+            extra_features={
+                "box_size": tfds.features.Tensor(shape=(None, 2), dtype=np.float32),
+                "occlusion": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+                "blur": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+                "scene": tfds.features.Text(),
+                "weather": np.int32,
+                "distractor": np.int32,
+            },
         )
 
     def _split_generators(self, dl_manager):

@@ -125,23 +125,11 @@ class NwpuCrowd(base.CrowdBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
+        return self._crowd_info(
             description=(
                 "NWPU-Crowd counting and localization dataset. Original resolution and JPEG "
                 "bytes; points are (x, y) pixels, boxes (x1, y1, x2, y2) pixels; luminance and "
                 "level come from the split lists (-1 = not given); test images are unannotated."
-            ),
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(None, None, 3)),
-                    "image/filename": tfds.features.Text(),
-                    "points": tfds.features.Tensor(shape=(None, 2), dtype=np.float32),
-                    "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
-                    "annotated": np.bool_,
-                    "luminance": np.int32,
-                    "level": np.int32,
-                }
             ),
             homepage="https://gjy3035.github.io/NWPU-Crowd-Sample-Code/",
             citation=(
@@ -149,7 +137,12 @@ class NwpuCrowd(base.CrowdBuilder):
                 "and Localization}, author={Wang, Qi and Gao, Junyu and Lin, Wei and Li, Xuelong}, "
                 "journal={IEEE TPAMI}, year={2020}}"
             ),
-            metadata=tfds.core.MetadataDict(),
+            extra_features={
+                "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
+                "annotated": np.bool_,
+                "luminance": np.int32,
+                "level": np.int32,
+            },
         )
 
     def _split_generators(self, dl_manager):

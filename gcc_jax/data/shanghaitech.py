@@ -121,19 +121,11 @@ class Shanghaitech(base.CrowdBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
+        return self._crowd_info(
             description=(
                 "ShanghaiTech crowd counting dataset with head-point annotations. Images are "
                 "stored as distributed (original resolution, original JPEG bytes); points are "
                 "(x, y) pixels."
-            ),
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(None, None, 3)),
-                    "image/filename": tfds.features.Text(),
-                    "points": tfds.features.Tensor(shape=(None, 2), dtype=np.float32),
-                }
             ),
             homepage="https://github.com/desenzhou/ShanghaiTechDataset",
             citation=(
@@ -141,7 +133,6 @@ class Shanghaitech(base.CrowdBuilder):
                 "Convolutional Neural Network}, author={Zhang, Yingying and Zhou, Desen and Chen, "
                 "Siqin and Gao, Shenghua and Ma, Yi}, booktitle={CVPR}, year={2016}}"
             ),
-            metadata=tfds.core.MetadataDict(),
         )
 
     def _split_generators(self, dl_manager):

@@ -93,18 +93,10 @@ class UcfQnrf(base.CrowdBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
+        return self._crowd_info(
             description=(
                 "UCF-QNRF crowd counting dataset (1.25 M head annotations). Original resolution "
                 "and JPEG bytes; points are (x, y) pixels."
-            ),
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(None, None, 3)),
-                    "image/filename": tfds.features.Text(),
-                    "points": tfds.features.Tensor(shape=(None, 2), dtype=np.float32),
-                }
             ),
             homepage="https://www.crcv.ucf.edu/data/ucf-qnrf/",
             citation=(
@@ -113,7 +105,6 @@ class UcfQnrf(base.CrowdBuilder):
                 "Muhmmad and Athrey, Kishan and Zhang, Dong and Al-Maadeed, Somaya and Rajpoot, Nasir "
                 "and Shah, Mubarak}, booktitle={ECCV}, year={2018}}"
             ),
-            metadata=tfds.core.MetadataDict(),
         )
 
     def _split_generators(self, dl_manager):
