@@ -6,7 +6,8 @@
 1. Builds ShanghaiTech part A and part B from ``--manual_dir`` into a fresh temporary data
    directory and reports the wall time of each build.
 2. Training throughput on real images: the sample holds only a few images per split, fewer
-   than a batch, so the train images are replicated ``--replicate`` times under new names
+   than a batch, so the train images are replicated ``--replicate`` times (more where a part
+   would still give fewer than 4 batches per epoch) under new names
    (``IMG_<n>`` copies of the real JPEGs and .mat files) into a temporary raw layout, built,
    and ``make_train_dataset`` is iterated for ``--epochs`` epochs at ``--crop`` / ``--batch``.
    Every batch decodes, crops, flips and normalises real JPEGs; the first batch of each epoch
@@ -29,8 +30,9 @@ import time
 from gcc_jax.data import build_dataset, make_train_dataset
 
 
-def replicate_layout(source: pathlib.Path, target: pathlib.Path, copies: int) -> None:
-    """Copies ``part_*/train_data`` with every annotated image repeated ``copies`` times."""
+def replicate_layout(source: pathlib.Path, target: pathlib.Path, copies: int, *, min_train_images: int) -> None:
+    """Copies ``part_*/train_data`` with every annotated image repeated ``copies`` times, or as
+    often as it takes to reach ``min_train_images`` training images in the part."""
     for part in ("part_A", "part_B"):
         for split in ("train_data", "test_data"):
             src = source / part / split
@@ -41,7 +43,8 @@ def replicate_layout(source: pathlib.Path, target: pathlib.Path, copies: int) ->
             (target / part / split / "ground-truth").mkdir(parents=True)
             stems = sorted(re.match(r"GT_(IMG_\d+)\.mat", p.name).group(1) for p in (src / gt_name).glob("GT_IMG_*.mat"))
             number = 0
-            for copy in range(copies if split == "train_data" else 1):
+            repeats = max(copies, -(-min_train_images // max(len(stems), 1))) if split == "train_data" else 1
+            for copy in range(repeats):
                 for stem in stems:
                     number += 1
                     shutil.copy(src / "images" / f"{stem}.jpg", target / part / split / "images" / f"IMG_{number}.jpg")
@@ -83,12 +86,13 @@ def main() -> None:
             builder = build_dataset(name, manual_dir=args.manual_dir, data_dir=tmp / "sample")
             splits = {s: i.num_examples for s, i in builder.info.splits.items()}
             print(f"build {name} from {args.manual_dir}: {time.perf_counter() - start:.2f} s {splits}")
-        replicate_layout(pathlib.Path(args.manual_dir), tmp / "replicated", args.replicate)
+        replicate_layout(pathlib.Path(args.manual_dir), tmp / "replicated", args.replicate,
+                         min_train_images=4 * args.batch)
         common = dict(crop_size=args.crop, batch_size=args.batch, max_points=4096, seed=0, epochs=args.epochs)
         for name in ("shanghaitech/part_a", "shanghaitech/part_b"):
             start = time.perf_counter()
             builder = build_dataset(name, manual_dir=tmp / "replicated", data_dir=tmp / "replicated_tfds")
-            print(f"build {name} x{args.replicate}: {time.perf_counter() - start:.2f} s, "
+            print(f"build {name} (replicated): {time.perf_counter() - start:.2f} s, "
                   f"{builder.info.splits['train'].num_examples} train images")
             throughput(name, data_dir=tmp / "replicated_tfds", **common)
     if args.synthetic:
