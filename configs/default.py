@@ -78,7 +78,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Training loss: "gl" (Generalized Loss), "bl" (Bayesian Loss), "dm_count", "l2". The
     # model head follows the loss's official code (gcc_jax.models.head_variant).
     config.loss.name = "gl"
-    # GL hyper-parameters: the official train.py defaults (SPEC §1); see
+    # GL hyper-parameters: the official train.py defaults (docs/losses.md); see
     # gcc_jax.losses.generalized_loss for each.
     config.loss.gl = ml_collections.ConfigDict()
     config.loss.gl.cost = "per"  # "per" (perspective-guided) or "exp"
@@ -95,19 +95,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Layout of the computation, not its result: "chunked" (fastest on CPU), "dense" (GPU/TPU),
     # "auto" (chunked on CPU, dense elsewhere).
     config.loss.gl.implementation = "auto"
-    # BL hyper-parameters: the 2021 official code (SPEC §2); see gcc_jax.losses.bayesian_loss.
+    # BL hyper-parameters: the 2021 official code (docs/losses.md); see gcc_jax.losses.bayesian_loss.
     config.loss.bl = ml_collections.ConfigDict()
     config.loss.bl.sigma = 8.0  # head likelihood std in pixels
     config.loss.bl.use_background = True  # add the background posterior row
     config.loss.bl.background_ratio = 1.0  # d = st_size · ratio (0.15 in the 2019 code)
     config.loss.bl.background = "2021"  # background model: "2021" or "2019"
-    # DM-Count hyper-parameters: the official defaults (SPEC §3); see gcc_jax.losses.dm_count_loss.
+    # DM-Count hyper-parameters: the official defaults (docs/losses.md); see gcc_jax.losses.dm_count_loss.
     config.loss.dm_count = ml_collections.ConfigDict()
     config.loss.dm_count.wot = 0.1  # weight of the OT term
     config.loss.dm_count.wtv = 0.01  # weight of the TV term
     config.loss.dm_count.reg = 10.0  # Sinkhorn entropic regularisation (pixels²)
     config.loss.dm_count.num_iters = 100  # Sinkhorn iterations
-    # Pixel-wise L2 against Gaussian-smoothed points (SPEC §4); see gcc_jax.losses.l2_loss.
+    # Pixel-wise L2 against Gaussian-smoothed points (docs/losses.md); see gcc_jax.losses.l2_loss.
     config.loss.l2 = ml_collections.ConfigDict()
     config.loss.l2.sigma = 15.0  # fixed kernel std in pixels (the ShanghaiTech B habit)
     config.loss.l2.adaptive = False  # geometry-adaptive kernels instead of sigma

@@ -12,7 +12,7 @@ images are resized so the shorter side lies in [512, 2048] (BL / GL rule). On N 
 
 Settings and their sources:
 - crop 512: GL's default crop (no reference code publishes a JHU setting);
-- GL hyper-parameters (SPEC §1), Adam lr 1e-5, weight decay 1e-5, warm-up over 10 epochs,
+- GL hyper-parameters (docs/losses.md), Adam lr 1e-5, weight decay 1e-5, warm-up over 10 epochs,
   500 epochs, validation every 5 epochs: GL's official ``train.py`` / trainer;
 - validation on ``val``; the reported numbers are on ``test``.
 

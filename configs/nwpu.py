@@ -12,7 +12,7 @@ images are resized so the shorter side lies in [512, 2048] (BL / GL rule). On N 
 
 Settings and their sources:
 - crop 384: DM-Count's per-dataset setting for NWPU (``datasets/dataset_cfg.json``);
-- GL hyper-parameters (SPEC §1), Adam lr 1e-5, weight decay 1e-5, warm-up over 10 epochs,
+- GL hyper-parameters (docs/losses.md), Adam lr 1e-5, weight decay 1e-5, warm-up over 10 epochs,
   500 epochs, validation every 5 epochs: GL's official ``train.py`` / trainer;
 - validation on ``val``; the test split is unannotated (scored by the NWPU server).
 

@@ -12,7 +12,7 @@ devices set ``--config.batch_size`` to a multiple of N.
 
 Settings and their sources:
 - crop 512: GL's default (``train.py --crop-size 512``) and DM-Count's QNRF setting;
-- GL hyper-parameters (SPEC §1), Adam lr 1e-5, weight decay 1e-5, warm-up over 10 epochs,
+- GL hyper-parameters (docs/losses.md), Adam lr 1e-5, weight decay 1e-5, warm-up over 10 epochs,
   500 epochs, validation every 5 epochs: GL's official ``train.py`` / trainer;
 - validation on the 120-image ``val`` split carved from Train (the BL / GL preprocessing);
   the reported numbers are on ``test``.

@@ -14,7 +14,7 @@ that changes the optimisation (fewer, larger steps) and may need a larger learni
 
 Settings and their sources:
 - crop 256: DM-Count's per-dataset setting for SHA (``datasets/dataset_cfg.json``);
-- GL hyper-parameters (SPEC §1), Adam lr 1e-5, weight decay 1e-5, warm-up over 10 epochs,
+- GL hyper-parameters (docs/losses.md), Adam lr 1e-5, weight decay 1e-5, warm-up over 10 epochs,
   500 epochs, validation every 5 epochs: GL's official ``train.py`` / trainer;
 - SHA has no validation split: as in the references, the test split is the validation split.
 

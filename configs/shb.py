@@ -12,7 +12,7 @@ epochs). On N devices set ``--config.batch_size`` to a multiple of N.
 Settings and their sources:
 - crop 512: GL's default crop, and DM-Count's setting for SHB (all SHB images are
   768 × 1024);
-- GL hyper-parameters (SPEC §1), Adam lr 1e-5, weight decay 1e-5, warm-up over 10 epochs,
+- GL hyper-parameters (docs/losses.md), Adam lr 1e-5, weight decay 1e-5, warm-up over 10 epochs,
   500 epochs, validation every 5 epochs: GL's official ``train.py`` / trainer;
 - SHB has no validation split: the test split is the validation split, as in the references.
 

@@ -1,6 +1,6 @@
 """What the crowd-counting TFDS builders share: bad-input policy, image checks, point checks.
 
-Each builder reads a dataset's raw distribution layout (SPEC §7) from the manual download
+Each builder reads a dataset's raw distribution layout (described in its module) from the manual download
 directory. Problems with one example (an unreadable image, a missing / empty / malformed
 annotation) raise :class:`BadExampleError` naming the file; the builder then fails
 (``on_bad_example="raise"``, the default) or skips that example with a logged warning

@@ -5,7 +5,7 @@ The one documented step before training on a real data set::
     python -m gcc_jax.data.build --dataset shanghaitech/part_a \\
         --manual_dir ~/data/ShanghaiTech --data_dir ~/tensorflow_datasets
 
-reads the raw archive layout (SPEC §7) from ``--manual_dir`` and writes the prepared
+reads the raw archive layout (see each builder's module) from ``--manual_dir`` and writes the prepared
 ``array_record`` files to ``--data_dir`` (TFDS's default ``~/tensorflow_datasets`` when
 omitted). ``make_train_dataset`` / ``make_eval_dataset`` call :func:`load_builder`, which builds
 lazily on first use when given ``manual_dir``. Options ``--on_bad_example skip`` and

@@ -30,7 +30,8 @@ class DatasetSpec:
       name: the public name, e.g. ``"shanghaitech/part_a"``.
       tfds_name: the TFDS builder name (with config), or ``None`` for ``synthetic_crowd``.
       splits: the split names.
-      resize: the default :class:`~gcc_jax.data.ops.ResizeRule` (SPEC §7).
+      resize: the default :class:`~gcc_jax.data.ops.ResizeRule` (the one its
+        references' loaders apply).
       boxes: how per-head boxes are stored: ``"xyxy"`` (NWPU ``boxes``), ``"wh"`` (JHU
         ``box_size`` around the point), or ``None``.
     """

@@ -1,6 +1,6 @@
 """TFDS builder for JHU-Crowd++ (Sindagi et al., TPAMI 2020), version 2.0.
 
-Raw layout (SPEC §7), as distributed in ``jhu_crowd_v2.0.zip``::
+Raw layout, as distributed in ``jhu_crowd_v2.0.zip``::
 
     <manual_dir>/[jhu_crowd_v2.0/]{train,val,test}/images/0001.jpg
                                   {split}/gt/0001.txt           lines "x y w h o b" (may be empty)

@@ -1,6 +1,6 @@
 """TFDS builder for NWPU-Crowd (Wang et al., TPAMI 2020).
 
-Raw layout (SPEC §7), as distributed (``images_part1.zip`` … ``images_part5.zip``,
+Raw layout, as distributed (``images_part1.zip`` … ``images_part5.zip``,
 ``jsons.zip``, ``mats.zip`` and the split lists)::
 
     <manual_dir>/[NWPU-Crowd/]images/0001.jpg … 5109.jpg   (images_part1/ … images_part5/ also accepted)

@@ -10,7 +10,7 @@ Conventions: images are ``[H, W, 3]`` (row-major, channels last); points are ``[
 float32 ``(x, y)`` = (column, row) in pixels of that image, with the pixel ``(r, c)`` covering
 ``[c, c + 1) × [r, r + 1)``. A point may lie anywhere in ``[0, W] × [0, H]``.
 
-The training crop reproduces the reference loaders of GL and BL (SPEC §7): every head gets a
+The training crop reproduces the reference loaders of GL and BL: every head gets a
 square box of side ``d = clip(mean distance to its 3 nearest neighbours, 4, 128)`` centred on
 its point; a random ``c × c`` crop keeps a point when at least 30 % of its box lies inside
 the crop, and the kept fraction is the point's *target* (what BL's loader hands its loss).
@@ -44,7 +44,7 @@ _RESIZE_KINDS = ("none", "shorter_side", "dmcount_fit")
 
 @dataclasses.dataclass(frozen=True)
 class ResizeRule:
-    """How a full image is resized before cropping or evaluation (SPEC §7).
+    """How a full image is resized before cropping or evaluation, as the references' loaders do.
 
     Attributes:
       kind: ``"none"`` (keep the image as it is); ``"shorter_side"`` (BL / GL's
@@ -388,7 +388,7 @@ def pad_points(points, targets, *, max_points: int):
 def knn_head_sizes(points: np.ndarray, *, k: int = 3) -> np.ndarray:
     """Mean distance from each point to its ``k`` nearest other points (numpy).
 
-    The head-size estimate of the GL / BL preprocessing (SPEC §7), before clipping to
+    The head-size estimate of the GL / BL preprocessing, before clipping to
     ``[4, 128]``. With fewer than ``k`` other points the mean runs over those that exist; a
     lone point (or an image with one head) gets 0, which the clip turns into the smallest
     head (4 px): it is then kept exactly when it lies in the crop.

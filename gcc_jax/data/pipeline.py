@@ -1,7 +1,7 @@
 """tf.data training and evaluation pipelines that yield numpy batches ready for ``jax.device_put``.
 
 Training (:func:`make_train_dataset`) yields one epoch of fixed-shape batches: reference
-random crops (SPEC §7) with points padded to ``max_points`` and a mask. The epoch order is
+random crops (see :mod:`gcc_jax.data.ops`) with points padded to ``max_points`` and a mask. The epoch order is
 one global permutation drawn from ``(seed, epoch)``; global batch ``s`` is
 ``perm[s·B : (s+1)·B]`` and process ``p`` of ``P`` takes its ``b = B / P`` consecutive slice of
 it, so processes read disjoint examples and together form exactly the global batch. Every

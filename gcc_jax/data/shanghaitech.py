@@ -1,6 +1,6 @@
 """TFDS builder for ShanghaiTech Part A and Part B (Zhang et al., CVPR 2016).
 
-Raw layout (SPEC §7), as distributed::
+Raw layout, as distributed::
 
     <manual_dir>/[ShanghaiTech/]part_A[_final]/train_data/images/IMG_1.jpg
                                               /train_data/ground-truth/GT_IMG_1.mat   (or ground_truth/)

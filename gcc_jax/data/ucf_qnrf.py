@@ -1,6 +1,6 @@
 """TFDS builder for UCF-QNRF (Idrees et al., ECCV 2018).
 
-Raw layout (SPEC §7), as distributed in ``UCF-QNRF_ECCV18.zip``::
+Raw layout, as distributed in ``UCF-QNRF_ECCV18.zip``::
 
     <manual_dir>/[UCF-QNRF_ECCV18/]Train/img_0001.jpg
                                   Train/img_0001_ann.mat      ('annPoints': [m, 2] (x, y))

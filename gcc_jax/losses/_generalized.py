@@ -6,8 +6,20 @@ is the OT cost plus penalties on the plan's marginals (each head should receive 
 cell should give away its density) and an entropy term.
 
 This module reproduces the official implementation (jia-wan/GeneralizedLoss-Counting-Pytorch,
-which solves the OT problem with a modified geomloss ``SamplesLoss``) number for number; see
-``SPEC.md`` §1 for the exact definition, including its quirks.
+which solves the OT problem with a modified geomloss ``SamplesLoss``) number for number. Two
+solvers give the dual potentials:
+
+* ``solver="reference"`` (default) is a port of the official loop: geomloss's ε-scaling
+  Sinkhorn with symmetric, averaged updates, about 10 steps at the defaults, not converged.
+  ott-jax cannot reproduce it: the loop recomputes its damping ``1 / (1 + e/ρ)`` at every
+  blur ``e`` of the schedule, averages old and new potentials, and ends with an un-averaged
+  extrapolation step at the final blur, while ott's ``Sinkhorn`` iterates one fixed-point map
+  whose damping is set by the target ``ε``. The loop is written out here, in a dense and a
+  chunked layout (``_generalized_dense``, ``_generalized_chunked``).
+* ``solver="converged"`` solves the same fixed point at the final ``ε`` to convergence with
+  ott-jax's unbalanced ``Sinkhorn``.
+
+``docs/losses.md`` gives the whole computation, the schedule and the official code's quirks.
 """
 
 from __future__ import annotations
@@ -226,9 +238,11 @@ def generalized_loss(
       tau: weight of the point and pixel terms.
       d_point: ``"l1"`` or ``"l2"``, divergence of the point term.
       d_pixel: ``"l1"`` or ``"l2"``, divergence of the pixel term.
-      solver: ``"reference"`` reproduces the official ε-scaling loop (about 10 symmetric
-        iterations, not converged); ``"converged"`` solves the same fixed point at the final
-        ``ε`` to convergence with ott-jax's unbalanced Sinkhorn.
+      solver: ``"reference"``, a port of the official geomloss ε-scaling loop (about 10
+        symmetric, averaged iterations with a per-blur damping and a final extrapolation step;
+        not converged, and not expressible with ott-jax, see the module docstring);
+        ``"converged"`` solves the same fixed point at the final ``ε`` to convergence with
+        ott-jax's unbalanced ``Sinkhorn`` (``max_iterations``, ``threshold``).
       cell_offset: ``"reference"`` puts cell ``(i, j)`` at ``((j+1)s, (i+1)s)`` as the official
         code does; ``"centre"`` uses the true centre ``((j+½)s, (i+½)s)``.
       max_iterations: iteration cap of the ``"converged"`` solver.

@@ -1,5 +1,6 @@
 """Pieces of GL shared by its dense and chunked implementations: costs, hyper-parameters,
-normalised geometry, log-weights, the diameter and the ε-scaling schedule (SPEC §1)."""
+normalised geometry, log-weights, the diameter and the ε-scaling schedule of the official
+geomloss loop (written out in ``docs/losses.md``)."""
 
 from __future__ import annotations
 

@@ -34,7 +34,12 @@ def _image_inputs(density, points, point_mask, hyper):
 
 
 def _reference_image_potentials(density, points, point_mask, hyper):
-    """geomloss's ε-scaling loop with symmetrised updates (SPEC §1) for one image."""
+    """The official geomloss ε-scaling loop for one image: ``(F [n], G [M])``.
+
+    Initialised at the first blur of the schedule, then one symmetric, averaged update per
+    blur ``e`` (damping ``λ(e) = 1 / (1 + e/ρ)`` recomputed each time), then one un-averaged
+    extrapolation update at the final ``ε``.
+    """
     cells, points, alpha, beta, cost = _image_inputs(density, points, point_mask, hyper)
     log_alpha, log_beta = common.log_weights(alpha), common.log_weights(beta)
     num_steps, epsilon = common.epsilon_schedule(common.diameter(cells, points, point_mask), hyper)

@@ -44,7 +44,7 @@ def batch_loss_from_terms(name: str, options: Mapping, terms: Mapping[str, jax.A
     """The batch loss as the reference reduces its per-image terms ``[B]``.
 
     GL, BL and L2 average the per-image totals; DM-Count sums its OT term over the batch and
-    averages the count and TV terms (SPEC §3).
+    averages the count and TV terms, as the official DM-Count trainer does.
     """
     if name == "dm_count":
         return (

@@ -45,7 +45,7 @@ def random_batch(seed, *, batch=3, size=16, stride=8, max_points=12, counts=(5, 
 
 def numpy_bayesian_loss(density, points, mask, st_size, targets, *, sigma, stride, use_background,
                         background_ratio, background):
-    """Independent float64 transcription of SPEC §2, one image and one head at a time."""
+    """Independent float64 transcription of the BL definition in docs/losses.md, one image and one head at a time."""
     losses = []
     for b in range(density.shape[0]):
         h, w = density.shape[1:]

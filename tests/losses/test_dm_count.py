@@ -32,7 +32,7 @@ def case_inputs(reference, index):
 
 
 def numpy_dm_count(density, points, mask, *, stride, wot, wtv, reg, num_iters):
-    """Independent float64 transcription of SPEC §3: terms and the gradient of the total."""
+    """Independent float64 transcription of the DM-Count definition in docs/losses.md: terms and the gradient of the total."""
     batch, h, w = density.shape
     cells = np.stack(np.meshgrid((np.arange(w) + 0.5) * stride, (np.arange(h) + 0.5) * stride),
                      -1).reshape(-1, 2)
