@@ -1,5 +1,10 @@
 """Crowd-counting data: TFDS builders for the raw data sets, a synthetic crowd source, and
-tf.data pipelines that yield numpy batches for JAX.
+input pipelines that yield numpy batches for JAX.
+
+Two input backends give the same batches (``loader=``, :data:`LOADERS`): ``"tf.data"`` (the
+default) and ``"grain"``, which needs no TensorFlow. Importing this package does not import
+TensorFlow; only the tf.data backend and the builders' ``download_and_prepare`` use it. A data
+set prepared once (with TensorFlow) is read by the Grain backend without it.
 
 Data sets, by name (:data:`DATASET_NAMES`):
 
@@ -32,7 +37,7 @@ Training — one epoch, reshuffled from ``(seed, epoch)``::
     epoch = make_train_dataset("shanghaitech/part_a", crop_size=256, batch_size=8,
                                max_points=2048, seed=0, epoch=e, data_dir=TFDS_DIR,
                                process_index=jax.process_index(),
-                               process_count=jax.process_count())
+                               process_count=jax.process_count(), loader="grain")
     len(epoch)            # batches this epoch (= train_steps_per_epoch(...))
     for batch in epoch:   # dict of numpy arrays, b = batch_size // process_count
         batch["image"]        # float32 [b, c, c, 3], ImageNet-normalised
@@ -66,18 +71,20 @@ min_people / max_people, empty_fraction, head radii, clutter, noise). Render exa
 from gcc_jax.data._builder_base import BadExampleError
 from gcc_jax.data.build import build_dataset, load_builder
 from gcc_jax.data.catalog import DATASET_NAMES, DatasetSpec, get_spec
-from gcc_jax.data.ops import ResizeRule
 from gcc_jax.data.pipeline import (
+    LOADERS,
     EvalDataset,
     TrainEpoch,
     make_eval_dataset,
     make_train_dataset,
     train_steps_per_epoch,
 )
+from gcc_jax.data.plan import ResizeRule
 from gcc_jax.data.synthetic import SyntheticCrowdOptions
 
 __all__ = [
     "DATASET_NAMES",
+    "LOADERS",
     "BadExampleError",
     "DatasetSpec",
     "EvalDataset",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from gcc_jax.data.ops import ResizeRule
+from gcc_jax.data.plan import ResizeRule
 
 __all__ = ["DATASETS", "DATASET_NAMES", "DatasetSpec", "get_spec"]
 
@@ -30,7 +30,7 @@ class DatasetSpec:
       name: the public name, e.g. ``"shanghaitech/part_a"``.
       tfds_name: the TFDS builder name (with config), or ``None`` for ``synthetic_crowd``.
       splits: the split names.
-      resize: the default :class:`~gcc_jax.data.ops.ResizeRule` (the one its
+      resize: the default :class:`~gcc_jax.data.plan.ResizeRule` (the one its
         references' loaders apply).
       boxes: how per-head boxes are stored: ``"xyxy"`` (NWPU ``boxes``), ``"wh"`` (JHU
         ``box_size`` around the point), or ``None``.

@@ -1,13 +1,28 @@
-"""tf.data training and evaluation pipelines that yield numpy batches ready for ``jax.device_put``.
+"""Training and evaluation input pipelines that yield numpy batches ready for ``jax.device_put``.
+
+Two backends produce the same batches (``loader=``):
+
+* ``"tf.data"`` (the default): a ``tf.data`` graph decodes with TensorFlow and moves the
+  pixels; needs TensorFlow;
+* ``"grain"``: a Grain ``MapDataset`` over the epoch's example order, decoding with PIL and
+  moving pixels with numpy in worker threads; needs no TensorFlow (a prepared TFDS data set is
+  read through its ArrayRecord data source).
+
+Everything that decides a batch's content is shared (:mod:`gcc_jax.data.plan` and
+:mod:`gcc_jax.data.examples`): the epoch order, the per-example crop corner and flip, the
+resize sizes, the kept points and their targets. The images agree up to the float32 round-off
+of a resize (JPEG decoding is the same libjpeg-turbo IDCT in both); points, masks, targets and
+sizes are equal.
 
 Training (:func:`make_train_dataset`) yields one epoch of fixed-shape batches: reference
-random crops (see :mod:`gcc_jax.data.ops`) with points padded to ``max_points`` and a mask. The epoch order is
-one global permutation drawn from ``(seed, epoch)``; global batch ``s`` is
-``perm[s·B : (s+1)·B]`` and process ``p`` of ``P`` takes its ``b = B / P`` consecutive slice of
-it, so processes read disjoint examples and together form exactly the global batch. Every
-random choice for an example (crop corner, flip) comes from a stateless seed derived from
-``(seed, epoch, example index)``: batches are identical whatever the parallelism, and
-``skip_batches=k`` resumes an epoch at batch ``k`` without reading the skipped examples.
+random crops with points padded to ``max_points`` and a mask. The epoch order is one global
+permutation drawn from ``(seed, epoch)``; global batch ``s`` is ``perm[s·B : (s+1)·B]`` and
+process ``p`` of ``P`` takes its ``b = B / P`` consecutive slice of it, so processes read
+disjoint examples and together form exactly the global batch. Every random choice for an
+example (crop corner, flip) comes from ``(seed, epoch, example index)``: batches are identical
+whatever the parallelism or the backend, and ``skip_batches=k`` resumes an epoch at batch
+``k`` without reading the skipped examples. Decoded training images are kept in memory across
+epochs up to ``image_cache_bytes`` (:mod:`gcc_jax.data.image_cache`).
 
 Evaluation (:func:`make_eval_dataset`) yields full images, resized by the data set's reference
 rule, normalised and zero-padded (0 = the ImageNet mean colour after normalisation) to a
@@ -16,19 +31,22 @@ multiple of ``pad_multiple``; process ``p`` evaluates examples ``p, p + P, p + 2
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
+from collections.abc import Callable
 from typing import Any, Iterator
 
 import numpy as np
-import tensorflow as tf
 
-from gcc_jax.data import ops
+from gcc_jax.data import plan
 from gcc_jax.data.catalog import get_spec
+from gcc_jax.data.examples import EvalExamples, TrainExamples
 from gcc_jax.data.sources import open_source
-from gcc_jax.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
+    "DEFAULT_IMAGE_CACHE_BYTES",
+    "LOADERS",
     "EvalDataset",
     "TrainEpoch",
     "make_eval_dataset",
@@ -38,48 +56,28 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-_MIN_SIZE_POLICIES = ("pad", "upscale")
-_MEAN_255 = np.asarray(IMAGENET_MEAN, np.float32) * 255.0
-_INV_STD_255 = 1.0 / (np.asarray(IMAGENET_STD, np.float32) * 255.0)
-
-# TensorFlow only reads and augments data here: keep it off any GPU so that it never
-# reserves accelerator memory that JAX needs (a no-op with tensorflow-cpu).
-try:
-    tf.config.set_visible_devices([], "GPU")
-except (RuntimeError, ValueError):  # devices already initialised by the caller
-    pass
+LOADERS = ("tf.data", "grain")
+_BACKENDS = {"tf.data": "gcc_jax.data._tf_data", "grain": "gcc_jax.data._grain"}
+# Enough for ShanghaiTech part A (about 0.5 GB decoded) and part B (about 0.9 GB).
+DEFAULT_IMAGE_CACHE_BYTES = 2 * 2**30
 
 
-def _normalise(image):
-    # Same formula and constants as gcc_jax.imagenet.normalize_images, written with TF ops
-    # because that function does not accept the symbolic tensors of a tf.data graph.
-    return (tf.cast(image, tf.float32) - _MEAN_255) * _INV_STD_255
+def _backend(loader: str):
+    # Imported on use: the tf.data backend imports TensorFlow, the Grain backend must not need it.
+    if loader not in _BACKENDS:
+        raise ValueError(f"loader must be one of {LOADERS}, got {loader!r}")
+    return importlib.import_module(_BACKENDS[loader])
 
 
-def _resize_rule(name: str, resize) -> ops.ResizeRule:
+def _resize_rule(name: str, resize) -> plan.ResizeRule:
     if isinstance(resize, str) and resize == "default":
         return get_spec(name).resize
-    return ops.ResizeRule.from_value(resize)
+    return plan.ResizeRule.from_value(resize)
 
 
 def _check_process(process_index: int, process_count: int) -> None:
     if process_count < 1 or not 0 <= process_index < process_count:
         raise ValueError(f"need 0 <= process_index < process_count, got {process_index} and {process_count}")
-
-
-def _decode(image, encoded: bool):
-    if encoded:
-        image = tf.io.decode_image(image, channels=3, expand_animations=False)
-    return tf.ensure_shape(image, [None, None, 3])
-
-
-def _steps(num_examples: int, batch_size: int, drop_remainder: bool) -> int:
-    return num_examples // batch_size if drop_remainder else math.ceil(num_examples / batch_size)
-
-
-def _example_seed(seed: int, epoch: int, index: int) -> np.ndarray:
-    # A well-mixed, collision-free stateless seed per (seed, epoch, example).
-    return np.random.SeedSequence([seed, epoch, index]).generate_state(2, np.uint32).astype(np.int64)
 
 
 class TrainEpoch:
@@ -101,20 +99,23 @@ class TrainEpoch:
       steps: batches in this epoch (after ``skip_batches``), the same on every process when
         ``drop_remainder``.
       batch_size: per-process batch ``b``.
+      loader: the backend, ``"tf.data"`` or ``"grain"``.
     """
 
-    def __init__(self, dataset: tf.data.Dataset, *, num_examples: int, steps: int, batch_size: int, max_points: int):
-        self._dataset = dataset
+    def __init__(self, batches: Callable[[], Iterator[dict]], *, num_examples: int, steps: int, batch_size: int,
+                 max_points: int, loader: str):
+        self._batches = batches
         self.num_examples = num_examples
         self.steps = steps
         self.batch_size = batch_size
+        self.loader = loader
         self._max_points = max_points
 
     def __len__(self) -> int:
         return self.steps
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        for step, batch in enumerate(self._dataset.as_numpy_iterator()):
+        for step, batch in enumerate(self._batches()):
             dropped = int(batch["num_dropped"].sum())
             if dropped:
                 _log.warning(
@@ -122,11 +123,6 @@ class TrainEpoch:
                     self._max_points, dropped, step, int(batch["num_points"].max()),
                 )
             yield batch
-
-    @property
-    def dataset(self) -> tf.data.Dataset:
-        """The underlying ``tf.data.Dataset`` (tensors; no dropped-point warnings)."""
-        return self._dataset
 
 
 def train_steps_per_epoch(
@@ -143,7 +139,23 @@ def train_steps_per_epoch(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     source = open_source(name, split=split, data_dir=data_dir, manual_dir=manual_dir, synthetic=synthetic)
-    return _steps(len(source), batch_size, drop_remainder)
+    num_examples = len(source)
+    return num_examples // batch_size if drop_remainder else math.ceil(num_examples / batch_size)
+
+
+def _check_train_arguments(*, crop_size, max_points, seed, epoch, skip_batches, batch_size, process_index,
+                           process_count, min_size_policy, loader) -> None:
+    if crop_size < 1 or max_points < 1:
+        raise ValueError(f"crop_size and max_points must be >= 1, got {crop_size} and {max_points}")
+    if seed < 0 or epoch < 0 or skip_batches < 0:
+        raise ValueError(f"seed, epoch and skip_batches must be >= 0, got {seed}, {epoch}, {skip_batches}")
+    _check_process(process_index, process_count)
+    if batch_size < 1 or batch_size % process_count:
+        raise ValueError(f"batch_size {batch_size} must be a positive multiple of process_count {process_count}")
+    if min_size_policy not in plan.MIN_SIZE_POLICIES:
+        raise ValueError(f"min_size_policy must be one of {plan.MIN_SIZE_POLICIES}, got {min_size_policy!r}")
+    if loader not in LOADERS:
+        raise ValueError(f"loader must be one of {LOADERS}, got {loader!r}")
 
 
 def make_train_dataset(
@@ -167,8 +179,10 @@ def make_train_dataset(
     min_fraction: float = 0.3,
     head_size_range: tuple[float, float] = (4.0, 128.0),
     flip: bool = True,
-    num_parallel_calls: int = tf.data.AUTOTUNE,
+    loader: str = "tf.data",
+    num_parallel_calls: int | None = None,
     prefetch: int = 2,
+    image_cache_bytes: int = DEFAULT_IMAGE_CACHE_BYTES,
 ) -> TrainEpoch:
     """One epoch of reference random-crop training batches for this process.
 
@@ -200,111 +214,49 @@ def make_train_dataset(
       min_fraction: keep threshold of the crop rule (0.3 in the references).
       head_size_range: clip range of head box sides in pixels.
       flip: random horizontal flips.
-      num_parallel_calls: parallelism of the per-example map.
+      loader: ``"tf.data"`` or ``"grain"`` (same batches; Grain needs no TensorFlow).
+      num_parallel_calls: examples prepared in parallel (tf.data map calls, Grain threads);
+        ``None`` = automatic.
       prefetch: batches prepared ahead.
+      image_cache_bytes: decoded training images kept in memory across epochs, per process
+        (0 = decode every time).
 
     Returns:
       A :class:`TrainEpoch` (iterable of numpy dict batches, with ``len()``).
     """
-    if crop_size < 1 or max_points < 1:
-        raise ValueError(f"crop_size and max_points must be >= 1, got {crop_size} and {max_points}")
-    if seed < 0 or epoch < 0 or skip_batches < 0:
-        raise ValueError(f"seed, epoch and skip_batches must be >= 0, got {seed}, {epoch}, {skip_batches}")
-    _check_process(process_index, process_count)
-    if batch_size < 1 or batch_size % process_count:
-        raise ValueError(f"batch_size {batch_size} must be a positive multiple of process_count {process_count}")
-    if min_size_policy not in _MIN_SIZE_POLICIES:
-        raise ValueError(f"min_size_policy must be one of {_MIN_SIZE_POLICIES}, got {min_size_policy!r}")
+    _check_train_arguments(
+        crop_size=crop_size, max_points=max_points, seed=seed, epoch=epoch, skip_batches=skip_batches,
+        batch_size=batch_size, process_index=process_index, process_count=process_count,
+        min_size_policy=min_size_policy, loader=loader,
+    )  # fmt: skip
     rule = _resize_rule(name, resize)
     source = open_source(
         name, split=split, data_dir=data_dir, manual_dir=manual_dir, synthetic=synthetic, allow_build=process_count == 1
     )
-    num_examples = len(source)
-    local_batch = batch_size // process_count
-    steps = _steps(num_examples, batch_size, drop_remainder)
+    order, steps = plan.train_order(
+        len(source), batch_size=batch_size, seed=seed, epoch=epoch, process_index=process_index,
+        process_count=process_count, skip_batches=skip_batches, drop_remainder=drop_remainder,
+    )  # fmt: skip
     if steps == 0:
         raise ValueError(
-            f"{name} split {split!r} has {num_examples} examples, fewer than one batch of {batch_size} "
+            f"{name} split {split!r} has {len(source)} examples, fewer than one batch of {batch_size} "
             "(use a smaller batch_size or drop_remainder=False)"
         )
-    permutation = np.random.default_rng([seed, epoch]).permutation(num_examples)
-    order = [
-        int(index)
-        for step in range(skip_batches, steps)
-        for index in permutation[step * batch_size : (step + 1) * batch_size][
-            process_index * local_batch : (process_index + 1) * local_batch
-        ]
-    ]
+    examples = TrainExamples(
+        source, seed=seed, epoch=epoch, rule=rule, crop_size=crop_size, max_points=max_points,
+        min_size_policy=min_size_policy, flip=flip, min_fraction=min_fraction, head_size_range=tuple(head_size_range),
+    )  # fmt: skip
+    local_batch = batch_size // process_count
+    backend = _backend(loader)
 
-    def generate():
-        for index in order:
-            example = source.read(index)
-            yield {
-                "image": example["image"],
-                "points": example["points"],
-                "head_sizes": ops.knn_head_sizes(example["points"]),
-                "seed": _example_seed(seed, epoch, index),
-            }
+    def batches():
+        return backend.train_batches(
+            examples, order, batch_size=local_batch, parallelism=num_parallel_calls, prefetch=prefetch,
+            cache_bytes=image_cache_bytes,
+        )  # fmt: skip
 
-    image_spec = tf.TensorSpec([], tf.string) if source.encoded else tf.TensorSpec([None, None, 3], tf.uint8)
-    dataset = tf.data.Dataset.from_generator(
-        generate,
-        output_signature={
-            "image": image_spec,
-            "points": tf.TensorSpec([None, 2], tf.float32),
-            "head_sizes": tf.TensorSpec([None], tf.float32),
-            "seed": tf.TensorSpec([2], tf.int64),
-        },
-    )
-    lo, hi = head_size_range
-
-    def transform(example):
-        image = _decode(example["image"], source.encoded)
-        points, head_sizes = example["points"], example["head_sizes"]
-        if rule.kind != "none":  # without a rule the image stays uint8 until it is cropped
-            shape = tf.shape(image)
-            height, width, scale_x, scale_y = ops.resize_shape(shape[0], shape[1], rule)
-            image, points = ops.resize_with_points(
-                image, points, height=height, width=width, scale_x=scale_x, scale_y=scale_y
-            )
-            head_sizes = head_sizes * tf.sqrt(scale_x * scale_y)
-        if min_size_policy == "upscale":
-            image, points, ratio = ops.upscale_to_min_size(image, points, min_size=crop_size)
-            head_sizes = head_sizes * ratio
-        shape = tf.shape(image)
-        st_size = tf.cast(tf.reduce_min(shape[:2]), tf.float32)
-        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(example["seed"], 2))
-        # "pad": a smaller image is cropped as if padded at the bottom / right; the padding is
-        # added to the normalised crop as 0 (the ImageNet mean colour), never to the full image.
-        top, left = ops.random_crop_offsets(
-            tf.maximum(shape[0], crop_size), tf.maximum(shape[1], crop_size), crop_size=crop_size, seed=crop_seed
-        )
-        crop, points, targets = ops.crop_with_points(
-            image,
-            points,
-            tf.clip_by_value(head_sizes, lo, hi),
-            top=top,
-            left=left,
-            crop_size=crop_size,
-            min_fraction=min_fraction,
-        )
-        crop = ops.pad_to_min_size(_normalise(crop), min_size=crop_size)
-        crop = tf.ensure_shape(crop, [crop_size, crop_size, 3])
-        if flip:
-            crop, points = tf.cond(
-                tf.random.stateless_uniform([], flip_seed) < 0.5,
-                lambda: ops.flip_with_points(crop, points),
-                lambda: (crop, points),
-            )
-        out = ops.pad_points(points, targets, max_points=max_points)
-        out["image"] = crop
-        out["st_size"] = st_size
-        return out
-
-    dataset = dataset.map(transform, num_parallel_calls=num_parallel_calls, deterministic=True)
-    dataset = dataset.batch(local_batch, drop_remainder=False).prefetch(prefetch)
-    local_steps = math.ceil(len(order) / local_batch) if order else 0
-    return TrainEpoch(dataset, num_examples=num_examples, steps=local_steps, batch_size=local_batch, max_points=max_points)
+    return TrainEpoch(batches, num_examples=len(source), steps=math.ceil(len(order) / local_batch),
+                      batch_size=local_batch, max_points=max_points, loader=loader)  # fmt: skip
 
 
 class EvalDataset:
@@ -328,19 +280,22 @@ class EvalDataset:
     Attributes:
       num_examples: examples this process evaluates.
       steps: number of batches.
+      loader: the backend.
     """
 
-    def __init__(self, dataset: tf.data.Dataset, *, num_examples: int, steps: int, max_points: int | None):
-        self._dataset = dataset
+    def __init__(self, batches: Callable[[], Iterator[dict]], *, num_examples: int, steps: int,
+                 max_points: int | None, loader: str):
+        self._batches = batches
         self.num_examples = num_examples
         self.steps = steps
+        self.loader = loader
         self._max_points = max_points
 
     def __len__(self) -> int:
         return self.steps
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for batch in self._dataset.as_numpy_iterator():
+        for batch in self._batches():
             if self._max_points is not None:
                 dropped = int(np.maximum(batch["num_points"] - self._max_points, 0).sum())
                 if dropped:
@@ -349,11 +304,6 @@ class EvalDataset:
                         self._max_points, dropped, [f.decode() for f in batch["filename"]],
                     )
             yield batch
-
-    @property
-    def dataset(self) -> tf.data.Dataset:
-        """The underlying ``tf.data.Dataset``."""
-        return self._dataset
 
 
 def make_eval_dataset(
@@ -369,7 +319,8 @@ def make_eval_dataset(
     max_points: int | None = None,
     synthetic=None,
     resize="default",
-    num_parallel_calls: int = tf.data.AUTOTUNE,
+    loader: str = "tf.data",
+    num_parallel_calls: int | None = None,
     prefetch: int = 2,
 ) -> EvalDataset:
     """Full-image evaluation batches for this process.
@@ -392,7 +343,8 @@ def make_eval_dataset(
         are dropped from ``points`` with a warning; ``count`` always holds the true count.
       synthetic: options for ``"synthetic_crowd"``.
       resize: ``"default"`` (reference rule), ``None``, a ``ResizeRule`` or a dict.
-      num_parallel_calls: parallelism of the per-example map.
+      loader: ``"tf.data"`` or ``"grain"``.
+      num_parallel_calls: examples prepared in parallel (``None`` = automatic).
       prefetch: batches prepared ahead.
 
     Returns:
@@ -404,71 +356,21 @@ def make_eval_dataset(
     if max_points is not None and max_points < 1:
         raise ValueError(f"max_points must be >= 1 or None, got {max_points}")
     rule = _resize_rule(name, resize)
+    backend = _backend(loader)
     source = open_source(
         name, split=split, data_dir=data_dir, manual_dir=manual_dir, synthetic=synthetic, allow_build=process_count == 1
     )
-    indices = list(range(process_index, len(source), process_count))
-    if batch_size > 1 and indices:
-        sizes = np.asarray([source.image_size(i) for i in indices], np.int64)
-        height, width, _, _ = ops.resize_shape(sizes[:, 0], sizes[:, 1], rule)
-        padded_h = -(-np.asarray(height) // pad_multiple) * pad_multiple
-        padded_w = -(-np.asarray(width) // pad_multiple) * pad_multiple
-        indices = [indices[i] for i in np.lexsort((np.asarray(indices), padded_w, padded_h))]
+    order = plan.eval_order(
+        len(source), source.image_size, process_index=process_index, process_count=process_count,
+        batch_size=batch_size, rule=rule, pad_multiple=pad_multiple,
+    )  # fmt: skip
+    examples = EvalExamples(source, rule=rule, max_points=max_points)
 
-    def generate():
-        for index in indices:
-            example = source.read(index)
-            out = {k: example[k] for k in ("image", "points", "count", "filename")}
-            if source.has_boxes:
-                out["boxes"] = example["boxes"]
-            yield out
+    def batches():
+        return backend.eval_batches(
+            examples, order, batch_size=batch_size, pad_multiple=pad_multiple, parallelism=num_parallel_calls,
+            prefetch=prefetch,
+        )  # fmt: skip
 
-    signature = {
-        "image": tf.TensorSpec([], tf.string) if source.encoded else tf.TensorSpec([None, None, 3], tf.uint8),
-        "points": tf.TensorSpec([None, 2], tf.float32),
-        "count": tf.TensorSpec([], tf.float32),
-        "filename": tf.TensorSpec([], tf.string),
-    }
-    if source.has_boxes:
-        signature["boxes"] = tf.TensorSpec([None, 4], tf.float32)
-    dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
-
-    def transform(example):
-        image = _decode(example["image"], source.encoded)
-        shape = tf.shape(image)
-        height, width, scale_x, scale_y = ops.resize_shape(shape[0], shape[1], rule)
-        image, points = ops.resize_with_points(
-            image, example["points"], height=height, width=width, scale_x=scale_x, scale_y=scale_y
-        )
-        num_points = tf.shape(points)[0]
-        out = {
-            "image": ops.pad_image_to_multiple(_normalise(image), multiple=pad_multiple),
-            "image_hw": tf.stack([height, width]),
-            "count": example["count"],
-            "filename": example["filename"],
-            "scale": tf.sqrt(scale_x * scale_y),
-            "scale_xy": tf.stack([scale_x, scale_y]),
-            "num_points": tf.cast(num_points, tf.int32),
-        }
-        boxes = None
-        if source.has_boxes:
-            boxes = example["boxes"] * tf.stack([scale_x, scale_y, scale_x, scale_y])
-        if max_points is None:
-            out["points"] = points
-            out["point_mask"] = tf.ones([num_points], tf.bool)
-            if boxes is not None:
-                out["boxes"] = boxes
-        else:
-            padded = ops.pad_points(points, tf.zeros([num_points]), max_points=max_points)
-            out["points"] = padded["points"]
-            out["point_mask"] = padded["point_mask"]
-            if boxes is not None:
-                kept = tf.minimum(num_points, max_points)
-                out["boxes"] = tf.ensure_shape(tf.pad(boxes[:kept], [[0, max_points - kept], [0, 0]]), [max_points, 4])
-        return out
-
-    dataset = dataset.map(transform, num_parallel_calls=num_parallel_calls, deterministic=True)
-    dataset = dataset.padded_batch(batch_size).prefetch(prefetch)
-    return EvalDataset(
-        dataset, num_examples=len(indices), steps=math.ceil(len(indices) / batch_size), max_points=max_points
-    )
+    return EvalDataset(batches, num_examples=len(order), steps=math.ceil(len(order) / batch_size),
+                       max_points=max_points, loader=loader)  # fmt: skip

@@ -2,15 +2,17 @@
 
 A source is a sequence of raw examples: ``len(source)`` and ``source.read(i)``, a dict with
 
-* ``image``: encoded bytes (``source.encoded`` is True; decoded by TensorFlow inside the
-  pipeline) or a uint8 ``[H, W, 3]`` array;
+* ``image``: encoded PNG / JPEG bytes (``source.encoded`` is True; the pipeline decodes
+  them) or a uint8 ``[H, W, 3]`` array;
 * ``points``: float32 ``[n, 2]`` ``(x, y)`` pixels of the stored image;
 * ``boxes``: float32 ``[n, 4]`` ``(x1, y1, x2, y2)`` pixels, only where ``source.has_boxes``;
 * ``count``: float32 true count (NaN where the image is not annotated, e.g. NWPU test);
 * ``filename``: str.
 
 Random access is what lets every process draw its disjoint share of one global,
-per-epoch permutation, and skip to any batch when resuming.
+per-epoch permutation, and skip to any batch when resuming. ``source.cache_key`` names the
+split for the decoded-image cache (:mod:`gcc_jax.data.image_cache`). Reading needs no
+TensorFlow: a prepared TFDS data set is read through its ArrayRecord data source.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class TfdsSource:
     def __init__(self, builder: tfds.core.DatasetBuilder, split: str, boxes: str | None):
         split = _clamp_absolute_slices(split, builder)
         self._records = builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+        self.cache_key = (str(builder.data_dir), split)
         self._boxes = boxes
         self.has_boxes = boxes is not None
 
@@ -77,6 +80,7 @@ class SyntheticSource:
     has_boxes = False
 
     def __init__(self, options: SyntheticCrowdOptions, split: str):
+        self.cache_key = (options, split)
         self._options = options
         self._split = split
         self._size = options.num_examples(split)

@@ -8,6 +8,8 @@ import shutil
 import pytest
 from raw_layouts import SAMPLE_DIR
 
+from gcc_jax.data import LOADERS
+
 
 @pytest.fixture()
 def sample_copy(tmp_path):
@@ -26,6 +28,12 @@ def sha_sample_data_dir(tmp_path_factory):
     for name in ("shanghaitech/part_a", "shanghaitech/part_b"):
         build_dataset(name, manual_dir=SAMPLE_DIR, data_dir=data_dir)
     return data_dir
+
+
+@pytest.fixture(params=LOADERS)
+def loader(request):
+    """Each input backend in turn."""
+    return request.param
 
 
 @pytest.fixture()

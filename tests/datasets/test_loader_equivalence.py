@@ -1,0 +1,93 @@
+"""The tf.data and Grain backends give the same batches for the same arguments.
+
+Points, masks, targets, sizes, counts and names must be equal; images may differ only by the
+float32 round-off of a resize (JPEG decoding is the same libjpeg-turbo IDCT in both, and the
+numpy resize computes TensorFlow's formula; on this project's machines they came out equal
+to the bit).
+"""
+
+import numpy as np
+import pytest
+from test_image_ops import NORMALISED_ATOL
+
+from gcc_jax.data import image_cache, make_eval_dataset, make_train_dataset
+
+SYNTHETIC = {"height": 64, "width": 64, "num_train": 8, "num_val": 3, "num_test": 3, "max_people": 40}
+
+
+def assert_same_batches(tf_batches, grain_batches):
+    assert len(tf_batches) == len(grain_batches) > 0
+    for a, b in zip(tf_batches, grain_batches):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key].shape == b[key].shape and a[key].dtype == b[key].dtype, key
+            if key == "image":
+                np.testing.assert_allclose(a[key], b[key], rtol=0, atol=NORMALISED_ATOL)
+            else:
+                np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def both(make, *args, **kwargs):
+    return [list(make(*args, loader=loader, **kwargs)) for loader in ("tf.data", "grain")]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(crop_size=32),
+        dict(crop_size=80),  # larger than the 64 x 64 images: padded
+        dict(crop_size=80, min_size_policy="upscale"),
+        dict(crop_size=32, resize={"kind": "shorter_side", "min_size": 100, "max_size": 200}, epoch=1),
+    ],
+)
+def test_synthetic_training_batches_agree(options):
+    assert_same_batches(*both(make_train_dataset, "synthetic_crowd", batch_size=4, max_points=64, seed=5,
+                              synthetic=SYNTHETIC, **options))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(split="train", crop_size=256),
+        dict(split="test", crop_size=512),  # 640 x 427: padded
+        dict(split="test", crop_size=512, min_size_policy="upscale"),
+        dict(split="train", crop_size=256, resize={"kind": "shorter_side", "min_size": 800, "max_size": 2048}),
+    ],
+)
+@pytest.mark.parametrize("cache_bytes", [0, 2**30])
+def test_real_jpeg_training_batches_agree(sha_sample_data_dir, options, cache_bytes):
+    image_cache.clear()
+    assert_same_batches(*both(make_train_dataset, "shanghaitech/part_a", batch_size=1, max_points=1024, seed=1,
+                              data_dir=sha_sample_data_dir, image_cache_bytes=cache_bytes, **options))
+    assert (image_cache.used_bytes() > 0) == (cache_bytes > 0)
+
+
+def test_the_image_cache_changes_no_batch(sha_sample_data_dir):
+    image_cache.clear()
+    common = dict(crop_size=256, batch_size=2, max_points=1024, seed=3, data_dir=sha_sample_data_dir, loader="grain")
+    uncached = list(make_train_dataset("shanghaitech/part_a", image_cache_bytes=0, **common))
+    first = list(make_train_dataset("shanghaitech/part_a", image_cache_bytes=2**30, **common))
+    used = image_cache.used_bytes()
+    assert used == 664 * 1000 * 3 + 746 * 1024 * 3  # both training images, decoded once
+    second = list(make_train_dataset("shanghaitech/part_a", image_cache_bytes=2**30, **common))
+    assert image_cache.used_bytes() == used
+    for batches in (first, second):
+        for key in uncached[0]:
+            np.testing.assert_array_equal(batches[0][key], uncached[0][key])
+
+
+@pytest.mark.parametrize("options", [dict(batch_size=1), dict(batch_size=2, max_points=300),
+                                     dict(batch_size=2, resize={"kind": "shorter_side", "min_size": 800,
+                                                                "max_size": 2048})])
+def test_evaluation_batches_agree(sha_sample_data_dir, options):
+    assert_same_batches(*both(make_eval_dataset, "shanghaitech/part_a", split="train",
+                              data_dir=sha_sample_data_dir, **options))
+    assert_same_batches(*both(make_eval_dataset, "synthetic_crowd", split="val", synthetic=SYNTHETIC, **options))
+
+
+def test_unknown_loader():
+    with pytest.raises(ValueError, match="loader must be one of"):
+        make_train_dataset("synthetic_crowd", crop_size=32, batch_size=4, max_points=8, seed=0, synthetic=SYNTHETIC,
+                           loader="torch")
+    with pytest.raises(ValueError, match="loader must be one of"):
+        make_eval_dataset("synthetic_crowd", split="val", synthetic=SYNTHETIC, loader="pandas")
