@@ -45,7 +45,7 @@ from gcc_jax.training.evaluation import (
     iterate_predictions,
     local_eval_mesh,
 )
-from gcc_jax.training.loop import dataset_kwargs, mean_training_count
+from gcc_jax.training.loop import mean_training_count, pipeline_kwargs
 from gcc_jax.training.mesh import replicate, replicated_sharding
 from gcc_jax.training.state import create_model
 from gcc_jax.training.steps import make_predict_fn
@@ -190,7 +190,7 @@ def evaluate_checkpoint(
         split=split,
         batch_size=config.eval_batch_size,
         pad_multiple=config.dataset.eval_pad_multiple,
-        **dataset_kwargs(config),
+        **pipeline_kwargs(config),
     )
     trivial = mean_training_count(config, workdir)
     records = iterate_predictions(make_predict_fn(model.apply, mesh), variables, batches, mesh)

@@ -94,6 +94,10 @@ def test_check_config_names_the_field():
     config.crop_size = 100
     with pytest.raises(ValueError, match="crop_size"):
         check_config(config)
+    config = _config(CONFIG_DIR / "default.py")
+    config.dataset.loader = "torch"
+    with pytest.raises(ValueError, match="config.dataset.loader"):
+        check_config(config)
 
 
 def _defaults(function, skip):

@@ -66,7 +66,16 @@ def _backend(loader: str):
     # Imported on use: the tf.data backend imports TensorFlow, the Grain backend must not need it.
     if loader not in _BACKENDS:
         raise ValueError(f"loader must be one of {LOADERS}, got {loader!r}")
-    return importlib.import_module(_BACKENDS[loader])
+    try:
+        return importlib.import_module(_BACKENDS[loader])
+    except ModuleNotFoundError as error:
+        if error.name != "tensorflow":
+            raise
+        raise ModuleNotFoundError(
+            "loader='tf.data' needs TensorFlow, which is not installed; use loader='grain' "
+            "(config: --config.dataset.loader=grain), which gives the same batches without it",
+            name=error.name,
+        ) from error
 
 
 def _resize_rule(name: str, resize) -> plan.ResizeRule:

@@ -37,7 +37,7 @@ from gcc_jax.models import STRIDE
 from gcc_jax.predict._predictor import resolve_localization
 from gcc_jax.training import config as config_lib
 from gcc_jax.training.evaluation import iterate_predictions, local_eval_mesh
-from gcc_jax.training.loop import dataset_kwargs
+from gcc_jax.training.loop import pipeline_kwargs
 from gcc_jax.training.steps import make_predict_fn
 
 __all__ = [
@@ -176,7 +176,7 @@ def main(argv) -> None:
         split=flags_.split,
         batch_size=config.eval_batch_size,
         pad_multiple=config.dataset.eval_pad_multiple,
-        **dataset_kwargs(config),
+        **pipeline_kwargs(config),
     )
     records = iterate_predictions(make_predict_fn(model.apply, mesh), variables, batches, mesh)
     paths = write_submission(

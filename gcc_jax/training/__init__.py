@@ -16,7 +16,13 @@
 from gcc_jax.training.checkpoints import RunCheckpoints, restore_params
 from gcc_jax.training.config import check_config, load_config_module, load_workdir_config, save_config
 from gcc_jax.training.evaluation import EvalResult, evaluate, iterate_predictions, local_eval_mesh, to_local_mesh
-from gcc_jax.training.loop import NonFiniteLossError, dataset_kwargs, mean_training_count, train_and_evaluate
+from gcc_jax.training.loop import (
+    NonFiniteLossError,
+    dataset_kwargs,
+    mean_training_count,
+    pipeline_kwargs,
+    train_and_evaluate,
+)
 from gcc_jax.training.mesh import (
     DATA_AXIS,
     batch_sharding,
@@ -64,6 +70,7 @@ __all__ = [
     "make_predict_fn",
     "make_train_step",
     "mean_training_count",
+    "pipeline_kwargs",
     "read_metrics",
     "replicate",
     "replicated_sharding",

@@ -15,7 +15,7 @@ import types
 
 import ml_collections
 
-from gcc_jax.data import DATASET_NAMES
+from gcc_jax.data import DATASET_NAMES, LOADERS
 
 __all__ = [
     "CONFIG_FILE",
@@ -36,12 +36,16 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     """Fails early, naming the field, on values the program cannot run with.
 
     Raises:
-      ValueError: an unknown data set, loss or dtype, or a size / count out of range.
+      ValueError: an unknown data set, loader, loss or dtype, or a size / count out of range.
     """
     if config.dataset.name not in DATASET_NAMES:
         raise ValueError(f"config.dataset.name={config.dataset.name!r} is not one of {DATASET_NAMES}")
     if config.loss.name not in LOSS_NAMES:
         raise ValueError(f"config.loss.name={config.loss.name!r} is not one of {LOSS_NAMES}")
+    if config.dataset.get("loader", "tf.data") not in LOADERS:
+        raise ValueError(f"config.dataset.loader={config.dataset.loader!r} is not one of {LOADERS}")
+    if config.dataset.get("image_cache_mib", 0) < 0:
+        raise ValueError(f"config.dataset.image_cache_mib must be >= 0, got {config.dataset.image_cache_mib}")
     if config.model.dtype not in _DTYPES:
         raise ValueError(f"config.model.dtype={config.model.dtype!r} is not one of {_DTYPES}")
     positive = {

@@ -41,7 +41,7 @@ from gcc_jax.training.state import create_learning_rate_fn, create_model, create
 from gcc_jax.training.steps import TRAIN_BATCH_KEYS, make_predict_fn, make_train_step
 from gcc_jax.training.writers import MetricWriter, ProgressBar
 
-__all__ = ["NonFiniteLossError", "dataset_kwargs", "mean_training_count", "train_and_evaluate"]
+__all__ = ["NonFiniteLossError", "dataset_kwargs", "mean_training_count", "pipeline_kwargs", "train_and_evaluate"]
 
 _log = logging.getLogger(__name__)
 
@@ -59,6 +59,12 @@ def dataset_kwargs(config: ml_collections.ConfigDict) -> dict:
     if config.dataset.name == "synthetic_crowd":
         kwargs["synthetic"] = config.dataset.synthetic.to_dict()
     return kwargs
+
+
+def pipeline_kwargs(config: ml_collections.ConfigDict) -> dict:
+    """:func:`dataset_kwargs` and the input backend (``config.dataset.loader``; ``"tf.data"``
+    for configs saved before it existed): the arguments every input pipeline of a run shares."""
+    return {**dataset_kwargs(config), "loader": config.dataset.get("loader", "tf.data")}
 
 
 def mean_training_count(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None = None) -> float:
@@ -179,7 +185,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             process_count=jax.process_count(),
             batch_size=config.eval_batch_size,
             pad_multiple=config.dataset.eval_pad_multiple,
-            **data_kwargs,
+            **pipeline_kwargs(config),
         )
         variables = to_local_mesh({"params": state.params}, eval_mesh)
         result = evaluate(
@@ -254,7 +260,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                     process_count=jax.process_count(),
                     min_size_policy=config.dataset.min_size_policy,
                     skip_batches=batch_index,
-                    **data_kwargs,
+                    image_cache_bytes=int(config.dataset.get("image_cache_mib", 0) * 2**20),
+                    **pipeline_kwargs(config),
                 )
             )
         batch = next(batches)

@@ -4,6 +4,8 @@ continues across the epoch boundary to the end.
 
 The killed run itself is the uninterrupted reference: it trained from step 0 without a break
 up to the kill, and its per-step losses are saved before the resumed run rewrites the log.
+The killed run reads its data with tf.data, the resumed one with Grain: resuming is exact
+whichever input backend feeds the run.
 """
 
 import json
@@ -32,8 +34,8 @@ OVERRIDES = {
 KILL_AFTER_STEP = 18
 
 
-def _start(workdir):
-    args = [sys.executable, "train.py", f"--workdir={workdir}", *tiny_flags(**OVERRIDES)]
+def _start(workdir, loader):
+    args = [sys.executable, "train.py", f"--workdir={workdir}", *tiny_flags(**OVERRIDES, **{"dataset.loader": loader})]
     env = subprocess_env(compilation_cache=workdir.parent / "jax_cache")
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -58,7 +60,7 @@ def _train_losses_from(path):
 # in the default suite all the same, as the acceptance test of multi-host / exact resume.
 def test_killed_run_resumes_exactly(tmp_path):
     workdir = tmp_path / "run"
-    victim = _start(workdir)
+    victim = _start(workdir, "tf.data")
     deadline = time.monotonic() + 600
     while _last_train_step(workdir) < KILL_AFTER_STEP:
         if victim.poll() is not None:
@@ -74,7 +76,7 @@ def test_killed_run_resumes_exactly(tmp_path):
     checkpoints.close()
     assert restart_step in (5, 10, 15), restart_step  # every one of them mid-epoch
 
-    resumed = _start(workdir)
+    resumed = _start(workdir, "grain")
     output, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, output[-6000:]
     assert f"resuming from the checkpoint at step {restart_step}" in output
