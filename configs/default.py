@@ -82,7 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.loss = ml_collections.ConfigDict()
     # Training loss: "gl" (Generalized Loss), "bl" (Bayesian Loss), "dm_count", "l2". The
-    # model head follows the loss's official code (gcc_jax.models.head_variant).
+    # model head follows the loss's official code (gcc_jax.losses.LOSSES).
     config.loss.name = "gl"
     # GL hyper-parameters: the official train.py defaults (docs/losses.md); see
     # gcc_jax.losses.generalized_loss for each.

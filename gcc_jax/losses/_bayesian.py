@@ -16,6 +16,8 @@ and the batch reduction ``(1/B) Σ_b L_b``.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +25,7 @@ import numpy as np
 
 from gcc_jax.losses import _geometry
 
-__all__ = ["BACKGROUND_MODELS", "bayesian_loss"]
+__all__ = ["BACKGROUND_MODELS", "batch_loss", "bayesian_loss"]
 
 BACKGROUND_MODELS = ("2021", "2019")
 
@@ -180,4 +182,14 @@ def bayesian_loss(
         background_ratio=float(background_ratio),
         background=background,
     )
-    return jnp.mean(losses), {"total": losses}
+    terms = {"total": losses}
+    return batch_loss(terms, {}), terms
+
+
+def batch_loss(terms: Mapping[str, jax.Array], options: Mapping[str, Any]) -> jax.Array:
+    """BL's batch loss ``(1/B) Σ_b total_b`` from the per-image losses ``terms["total"]`` ``[B]``.
+
+    ``options`` (the loss's keyword options) do not enter it.
+    """
+    del options
+    return jnp.mean(terms["total"])

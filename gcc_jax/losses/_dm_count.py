@@ -21,7 +21,8 @@ reference adds before every division.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +30,7 @@ from jax import lax
 
 from gcc_jax.losses import _geometry
 
-__all__ = ["dm_count_loss", "dot_map"]
+__all__ = ["batch_loss", "dm_count_loss", "dot_map"]
 
 # Constants of the reference Sinkhorn (POT's sinkhorn_knopp ported to PyTorch).
 _SINKHORN_EPS = 1e-16  # added to Kᵀu, K v and v before dividing / taking logs
@@ -237,8 +238,27 @@ def _batch_terms(density, points, point_mask, *, stride, wot, wtv, reg, num_iter
         "tv": tv,
         "total": wot * surrogate + count + wtv * tv,
     }
-    loss = wot * jnp.sum(surrogate) + jnp.mean(count) + wtv * jnp.mean(tv)
-    return loss, terms
+    return batch_loss(terms, {"wot": wot, "wtv": wtv}), terms
+
+
+def batch_loss(terms: Mapping[str, jax.Array], options: Mapping[str, Any]) -> jax.Array:
+    """DM-Count's batch loss from its per-image terms, as the official trainer reduces them.
+
+    ``wot · Σ_b ot_b + mean_b count_b + wtv · mean_b tv_b``: the OT surrogate is summed over
+    the batch, the count and TV terms are averaged.
+
+    Args:
+      terms: per-image ``[B]`` arrays ``ot``, ``count`` and ``tv`` (unweighted).
+      options: the loss's keyword options; ``wot`` and ``wtv`` are read.
+
+    Returns:
+      The scalar batch loss.
+    """
+    return (
+        options["wot"] * jnp.sum(terms["ot"])
+        + jnp.mean(terms["count"])
+        + options["wtv"] * jnp.mean(terms["tv"])
+    )
 
 
 def dm_count_loss(

@@ -25,7 +25,8 @@ solvers give the dual potentials:
 from __future__ import annotations
 
 import functools
-from typing import Union
+from collections.abc import Mapping
+from typing import Any, Union
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +38,7 @@ from gcc_jax.losses._generalized_common import GL_COSTS, CostFn, Hyper, exp_cost
 
 __all__ = [
     "GL_COSTS",
+    "batch_loss",
     "exp_cost",
     "generalized_loss",
     "generalized_loss_potentials",
@@ -277,7 +279,21 @@ def generalized_loss(
     terms = _batch_terms(
         density, jnp.asarray(points, density.dtype), jnp.asarray(point_mask, bool), hyper
     )
-    return jnp.mean(terms["total"]), terms
+    return batch_loss(terms, hyper._asdict()), terms
+
+
+def batch_loss(terms: Mapping[str, jax.Array], options: Mapping[str, Any]) -> jax.Array:
+    """GL's batch loss from its per-image terms: ``(1/B) Σ_b total_b``.
+
+    Args:
+      terms: per-image ``[B]`` arrays of :func:`generalized_loss` (``total`` is read).
+      options: the keyword options of :func:`generalized_loss` (none enters this reduction).
+
+    Returns:
+      The scalar batch loss.
+    """
+    del options
+    return jnp.mean(terms["total"])
 
 
 def generalized_loss_potentials(

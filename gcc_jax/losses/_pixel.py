@@ -9,13 +9,15 @@ regresses the density map onto it with a summed squared error.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from gcc_jax.losses import _geometry
 
-__all__ = ["gaussian_density", "l2_loss"]
+__all__ = ["batch_loss", "gaussian_density", "l2_loss"]
 
 # Geometry-adaptive kernels: σ_j = 0.3 · mean distance to the 3 nearest neighbours.
 _NEIGHBOURS = 3
@@ -192,7 +194,17 @@ def l2_loss(
         density, jnp.asarray(points, density.dtype), jnp.asarray(point_mask, bool),
         stride=stride, sigma=float(sigma), adaptive=adaptive,
     )  # fmt: skip
-    return jnp.mean(losses), {"total": losses}
+    terms = {"total": losses}
+    return batch_loss(terms, {}), terms
+
+
+def batch_loss(terms: Mapping[str, jax.Array], options: Mapping[str, Any]) -> jax.Array:
+    """L2's batch loss ``(1/B) Σ_b total_b`` from the per-image losses ``terms["total"]`` ``[B]``.
+
+    ``options`` (the loss's keyword options) do not enter it.
+    """
+    del options
+    return jnp.mean(terms["total"])
 
 
 @functools.partial(jax.jit, static_argnames=("stride", "sigma", "adaptive"))

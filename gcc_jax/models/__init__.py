@@ -2,7 +2,6 @@
 
 - :class:`VGG19Density` — ``model.apply(variables, images)``: ``[B, H, W, 3]`` ImageNet-normalised
   RGB (:func:`normalize_images`) → density ``[B, ceil(H/8), ceil(W/8)]`` (:func:`output_shape`).
-- :func:`head_variant` — the ``upsample`` / ``output`` options each loss's official code uses.
 - :func:`params_from_torch` — variables from torchvision's ImageNet VGG19 or an official
   GL / BL / DM-Count checkpoint (needs ``pip install "gcc_jax[torch]"``).
 - :func:`save_variables` / :func:`load_variables` — a model directory (orbax + ``model.json``),
@@ -21,7 +20,6 @@ from gcc_jax.models._vgg import (
     ConvSpec,
     VGG19Density,
     conv_layers,
-    head_variant,
     output_shape,
 )
 from gcc_jax.models._summary import forward_flops, model_summary, param_count
@@ -37,7 +35,6 @@ __all__ = [
     "VGG19Density",
     "conv_layers",
     "forward_flops",
-    "head_variant",
     "load_torch_state_dict",
     "load_variables",
     "model_summary",

@@ -190,7 +190,7 @@ def params_from_torch(
     Returns:
       ``{"params": {"features": ..., "head": ...}}``, float32, ready for ``model.apply`` with
       ``VGG19Density(width=...)``. The upsampling and output activation are not stored in
-      PyTorch files: choose them with :func:`~gcc_jax.models.head_variant`.
+      PyTorch files: choose them with :attr:`gcc_jax.losses.RegisteredLoss.head`.
 
     Raises:
       ImportError: a path is given and torch is not installed (says ``pip install "gcc_jax[torch]"``).

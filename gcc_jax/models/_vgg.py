@@ -23,7 +23,6 @@ __all__ = [
     "ConvSpec",
     "VGG19Density",
     "conv_layers",
-    "head_variant",
     "output_shape",
 ]
 
@@ -41,48 +40,6 @@ _VGG19_BLOCKS = ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512
 # Regression head: (output channels, kernel size) at width 1.
 _HEAD = ((256, 3), (128, 3), (1, 1))
 _HEAD_NAMES = ("conv1", "conv2", "conv3")
-
-_LOSS_HEADS = {
-    # GL (jia-wan/GeneralizedLoss-Counting-Pytorch, models/vgg.py): F.interpolate(scale_factor=2),
-    # i.e. nearest, and final="abs".
-    "gl": {"upsample": "nearest", "output": "abs"},
-    # The GL code base has a single network constructor, vgg19(down=8, final="abs"), and the GL
-    # paper compares its losses (L2 among them) on that one backbone; so L2 gets GL's head.
-    "l2": {"upsample": "nearest", "output": "abs"},
-    # BL (ZhihengCV/Bayesian-Crowd-Counting, models/vgg.py, 2019 and 2021 versions alike):
-    # F.upsample_bilinear (align_corners=True) and torch.abs on the output.
-    "bl": {"upsample": "bilinear", "output": "abs"},
-    # DM-Count (cvlab-stonybrook/DM-Count, models.py): F.upsample_bilinear and density_layer =
-    # Conv 1×1 + ReLU.
-    "dm_count": {"upsample": "bilinear", "output": "relu"},
-}
-
-
-def head_variant(loss_name: str) -> dict[str, str]:
-    """The ``upsample`` / ``output`` options the official code of a loss trains with.
-
-    ======== ============ ========= ==================================================
-    loss     upsample     output    source
-    ======== ============ ========= ==================================================
-    gl       ``nearest``  ``abs``   GL ``models/vgg.py`` (``F.interpolate``, ``final='abs'``)
-    l2       ``nearest``  ``abs``   GL's code base (its only network; the GL paper's L2
-                                    baseline shares GL's backbone)
-    bl       ``bilinear`` ``abs``   BL ``models/vgg.py`` (``F.upsample_bilinear``, ``torch.abs``)
-    dm_count ``bilinear`` ``relu``  DM-Count ``models.py`` (``density_layer`` ends in ReLU)
-    ======== ============ ========= ==================================================
-
-    Args:
-      loss_name: one of ``"gl"``, ``"l2"``, ``"bl"``, ``"dm_count"``.
-
-    Returns:
-      ``{"upsample": ..., "output": ...}``, keyword arguments for :class:`VGG19Density`.
-
-    Raises:
-      ValueError: for an unknown loss name.
-    """
-    if loss_name not in _LOSS_HEADS:
-        raise ValueError(f"loss_name must be one of {sorted(_LOSS_HEADS)}, got {loss_name!r}")
-    return dict(_LOSS_HEADS[loss_name])
 
 
 def output_shape(height: int, width: int) -> tuple[int, int]:
@@ -286,9 +243,10 @@ class VGG19Density(nn.Module):
     Attributes:
       width: channel multiplier, a positive multiple of 1/64 (1.0 = the published network;
         e.g. 1/16 gives a narrow model that runs on a CPU in milliseconds).
-      upsample: ``"nearest"`` (GL) or ``"bilinear"`` (BL, DM-Count; PyTorch
-        ``align_corners=True``) ×2 upsampling from stride 16 to 8.
-      output: ``"abs"`` (GL, BL) or ``"relu"`` (DM-Count) applied to the head's output.
+      upsample: ``"nearest"`` or ``"bilinear"`` (PyTorch ``align_corners=True``) ×2
+        upsampling from stride 16 to 8.
+      output: ``"abs"`` or ``"relu"`` applied to the head's output. (Which pair each loss's
+        official code trains with: :attr:`gcc_jax.losses.RegisteredLoss.head`.)
       dtype: computation dtype (e.g. ``jnp.bfloat16`` on accelerators); parameters stay float32
         and the returned density is float32.
 

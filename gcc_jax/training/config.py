@@ -16,10 +16,10 @@ import types
 import ml_collections
 
 from gcc_jax.data import DATASET_NAMES, LOADERS
+from gcc_jax.losses import LOSS_NAMES
 
 __all__ = [
     "CONFIG_FILE",
-    "LOSS_NAMES",
     "check_config",
     "config_for_command",
     "load_config_module",
@@ -28,7 +28,6 @@ __all__ = [
 ]
 
 CONFIG_FILE = "config.json"
-LOSS_NAMES = ("gl", "bl", "dm_count", "l2")
 _DTYPES = ("float32", "bfloat16")
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh, PartitionSpec
 
@@ -25,34 +24,10 @@ from gcc_jax import losses
 from gcc_jax.models import STRIDE
 from gcc_jax.training.mesh import DATA_AXIS
 
-__all__ = ["LossFn", "batch_loss_from_terms", "make_loss_fn"]
+__all__ = ["LossFn", "make_loss_fn"]
 
 # (density [B, h, w], batch) -> (scalar batch loss, {term: [B]}).
 LossFn = Callable[[jax.Array, Mapping[str, jax.Array]], tuple[jax.Array, dict[str, jax.Array]]]
-
-
-# Batch entries each loss reads.
-_LOSS_INPUTS = {
-    "gl": ("points", "point_mask"),
-    "bl": ("points", "point_mask", "st_size", "targets"),
-    "dm_count": ("points", "point_mask"),
-    "l2": ("points", "point_mask"),
-}
-
-
-def batch_loss_from_terms(name: str, options: Mapping, terms: Mapping[str, jax.Array]) -> jax.Array:
-    """The batch loss as the reference reduces its per-image terms ``[B]``.
-
-    GL, BL and L2 average the per-image totals; DM-Count sums its OT term over the batch and
-    averages the count and TV terms, as the official DM-Count trainer does.
-    """
-    if name == "dm_count":
-        return (
-            options["wot"] * jnp.sum(terms["ot"])
-            + jnp.mean(terms["count"])
-            + options["wtv"] * jnp.mean(terms["tv"])
-        )
-    return jnp.mean(terms["total"])
 
 
 def make_loss_fn(
@@ -60,23 +35,17 @@ def make_loss_fn(
 ) -> LossFn:
     """The loss ``config.loss.name`` with the hyper-parameters of its config block.
 
-    =========== ===================================================================
-    name        call
-    =========== ===================================================================
-    ``gl``      ``generalized_loss(..., crop_size=crop_size, **loss.gl)``
-    ``bl``      ``bayesian_loss(..., st_size=batch["st_size"],
-                targets=batch["targets"], **loss.bl)`` (targets: the fraction of
-                each head box inside the crop, as BL's loaders pass it)
-    ``dm_count`` ``dm_count_loss(..., **loss.dm_count)``
-    ``l2``      ``l2_loss(..., **loss.l2)``
-    =========== ===================================================================
+    The loss is the :data:`gcc_jax.losses.LOSSES` entry of that name, called with the model's
+    stride, ``crop_size`` where it needs it (GL), its own batch entries (BL: ``st_size`` and
+    ``targets``, the fraction of each head box inside the crop, as BL's loaders pass it) and
+    ``**config.loss[name]``.
 
     Args:
       loss_config: ``config.loss`` (``name`` plus one block per loss).
       crop_size: training crop side in pixels.
       mesh: the training mesh; when given, each device computes the terms of its slice of the
         batch (the batch must be split evenly over the ``data`` axis) and the batch loss is
-        :func:`batch_loss_from_terms` of them — the same value as without a mesh.
+        the registered reduction of them — the same value as without a mesh.
 
     Returns:
       ``loss_fn(density [B, h, w], batch) -> (loss, terms)``; ``batch`` holds ``points``
@@ -86,22 +55,15 @@ def make_loss_fn(
     Raises:
       ValueError: an unknown loss name.
     """
-    name = loss_config.name
-    if name not in ("gl", "bl", "dm_count", "l2"):
-        raise ValueError(f"config.loss.name must be one of gl, bl, dm_count, l2; got {name!r}")
-    options = loss_config[name].to_dict()
+    if loss_config.name not in losses.LOSSES:
+        raise ValueError(
+            f"config.loss.name must be one of {', '.join(losses.LOSS_NAMES)}; got {loss_config.name!r}"
+        )
+    loss = losses.get_loss(loss_config.name)
+    options = loss_config[loss.name].to_dict()
 
     def loss_fn(density, batch):
-        points, mask = batch["points"], batch["point_mask"]
-        if name == "gl":
-            return losses.generalized_loss(density, points, mask, crop_size=crop_size, stride=STRIDE, **options)
-        if name == "bl":
-            return losses.bayesian_loss(
-                density, points, mask, st_size=batch["st_size"], targets=batch["targets"], stride=STRIDE, **options
-            )
-        if name == "dm_count":
-            return losses.dm_count_loss(density, points, mask, stride=STRIDE, **options)
-        return losses.l2_loss(density, points, mask, stride=STRIDE, **options)
+        return loss(density, batch, options, stride=STRIDE, crop_size=crop_size)
 
     if mesh is None:
         return loss_fn
@@ -118,7 +80,7 @@ def make_loss_fn(
     )  # fmt: skip
 
     def sharded_loss_fn(density, batch):
-        terms = sharded_terms(density, {key: batch[key] for key in _LOSS_INPUTS[name]})
-        return batch_loss_from_terms(name, options, terms), terms
+        terms = sharded_terms(density, {key: batch[key] for key in loss.batch_keys})
+        return loss.reduce(terms, options), terms
 
     return sharded_loss_fn

@@ -17,7 +17,8 @@ import optax
 from flax.training import train_state
 from jax.sharding import Mesh
 
-from gcc_jax.models import VGG19Density, head_variant, load_variables
+from gcc_jax.losses import get_loss
+from gcc_jax.models import VGG19Density, load_variables
 from gcc_jax.training.mesh import replicate, replicated_sharding
 
 __all__ = [
@@ -39,7 +40,7 @@ def create_model(config: ml_collections.ConfigDict) -> VGG19Density:
     return VGG19Density(
         width=config.model.width,
         dtype=jnp.dtype(config.model.dtype),
-        **head_variant(config.loss.name),
+        **get_loss(config.loss.name).head,
     )
 
 

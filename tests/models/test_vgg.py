@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gcc_jax.models import STRIDE, VGG19Density, conv_layers, head_variant, output_shape
+from gcc_jax.models import STRIDE, VGG19Density, conv_layers, output_shape
 from gcc_jax.models._vgg import _upsample_bilinear_x2, _upsample_nearest_x2
 
 NARROW = 1 / 16
@@ -138,18 +138,6 @@ def test_invalid_image_shapes(random_variables, shape):
     model = VGG19Density(width=NARROW)
     with pytest.raises(ValueError, match=r"images must have shape \[B, H, W, 3\]"):
         model.apply(random_variables(model), np.zeros(shape, np.float32))
-
-
-def test_head_variants_of_the_references():
-    assert head_variant("gl") == {"upsample": "nearest", "output": "abs"}
-    assert head_variant("l2") == {"upsample": "nearest", "output": "abs"}
-    assert head_variant("bl") == {"upsample": "bilinear", "output": "abs"}
-    assert head_variant("dm_count") == {"upsample": "bilinear", "output": "relu"}
-    head_variant("gl")["output"] = "relu"  # a copy: the table is not mutated
-    assert head_variant("gl")["output"] == "abs"
-    VGG19Density(**head_variant("dm_count"))
-    with pytest.raises(ValueError, match="loss_name must be one of"):
-        head_variant("dmcount")
 
 
 def test_layer_table_is_vgg19_configuration_e():

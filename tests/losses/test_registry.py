@@ -1,0 +1,90 @@
+"""The loss registry: the heads of the official networks, the batch entries, the reductions."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gcc_jax import losses
+from gcc_jax.models import VGG19Density
+from loss_cases import random_batch
+
+# The keyword options of each loss that differ from its defaults, so that a reduction which
+# ignored them would be caught (DM-Count's weights enter its reduction).
+OPTIONS = {
+    "gl": {"tau": 0.3, "blur": 0.02},
+    "bl": {"sigma": 5.0},
+    "dm_count": {"wot": 0.7, "wtv": 0.2},
+    "l2": {"sigma": 4.0},
+}
+
+
+def test_head_variants_of_the_references():
+    assert losses.get_loss("gl").head == {"upsample": "nearest", "output": "abs"}
+    assert losses.get_loss("l2").head == {"upsample": "nearest", "output": "abs"}
+    assert losses.get_loss("bl").head == {"upsample": "bilinear", "output": "abs"}
+    assert losses.get_loss("dm_count").head == {"upsample": "bilinear", "output": "relu"}
+    losses.get_loss("gl").head["output"] = "relu"  # a copy: the registry is not mutated
+    assert losses.get_loss("gl").head["output"] == "abs"
+    VGG19Density(**losses.get_loss("dm_count").head)
+    with pytest.raises(ValueError, match="unknown loss 'dmcount'; the losses are gl, bl, dm_count, l2"):
+        losses.get_loss("dmcount")
+
+
+def test_names_are_the_registry_keys():
+    assert losses.LOSS_NAMES == ("gl", "bl", "dm_count", "l2")
+    assert all(losses.LOSSES[name].name == name for name in losses.LOSS_NAMES)
+
+
+def test_batch_keys():
+    assert losses.get_loss("bl").batch_keys == ("points", "point_mask", "st_size", "targets")
+    for name in ("gl", "dm_count", "l2"):
+        assert losses.get_loss(name).batch_keys == ("points", "point_mask")
+
+
+def _batch(seed=0):
+    density, points, mask = random_batch(seed)
+    rng = np.random.default_rng(seed + 1)
+    return jnp.asarray(density), {
+        "points": jnp.asarray(points),
+        "point_mask": jnp.asarray(mask),
+        "st_size": jnp.asarray([300.0, 90.0, 128.0], jnp.float32),
+        "targets": jnp.asarray(rng.uniform(0.3, 1.0, mask.shape) * mask, jnp.float32),
+    }
+
+
+@pytest.mark.parametrize("name", losses.LOSS_NAMES)
+def test_call_binds_the_batch_and_the_crop_size(name):
+    density, batch = _batch()
+    loss = losses.get_loss(name)
+    got, got_terms = loss(density, batch, OPTIONS[name], stride=8, crop_size=128)
+    points, mask = batch["points"], batch["point_mask"]
+    extra = {"crop_size": 128} if name == "gl" else {}
+    if name == "bl":
+        extra = {"st_size": batch["st_size"], "targets": batch["targets"]}
+    want, want_terms = loss.function(density, points, mask, stride=8, **extra, **OPTIONS[name])
+    np.testing.assert_array_equal(got, want)
+    assert got_terms.keys() == want_terms.keys()
+
+
+@pytest.mark.parametrize("name", losses.LOSS_NAMES)
+def test_reduction_of_the_terms_is_the_loss(name):
+    """On a batch of 3 (one image without heads), reducing the per-image terms gives the
+    function's own batch loss: float32 round-off of a 3-term sum."""
+    density, batch = _batch(seed=4)
+    loss = losses.get_loss(name)
+    value, terms = loss(density, batch, OPTIONS[name], stride=8, crop_size=128)
+    reduced = loss.reduce(terms, OPTIONS[name])
+    scale = float(np.max(np.abs(np.stack([np.asarray(v) for v in terms.values()]))))
+    np.testing.assert_allclose(reduced, value, rtol=0, atol=8 * np.finfo(np.float32).eps * max(scale, 1.0))
+
+
+def test_dm_count_reduction_sums_the_ot_term():
+    terms = {"ot": jnp.asarray([1.0, 2.0]), "count": jnp.asarray([3.0, 5.0]), "tv": jnp.asarray([7.0, 11.0])}
+    got = losses.get_loss("dm_count").reduce(terms, {"wot": 0.5, "wtv": 0.25})
+    np.testing.assert_allclose(got, 0.5 * 3.0 + 4.0 + 0.25 * 9.0)
+
+
+def test_a_loss_that_needs_the_crop_size_says_so():
+    density, batch = _batch()
+    with pytest.raises(ValueError, match="'gl' needs crop_size"):
+        losses.get_loss("gl")(density, batch, {}, stride=8)
