@@ -91,16 +91,15 @@ def predictions(config, workdir: pathlib.Path, split: str) -> list[dict]:
     """Per-image records (density, points, image, ...) of the run's final parameters on ``split``."""
     import jax
 
-    from gcc_jax.data import make_eval_dataset
     from gcc_jax.training import (
         create_model,
         iterate_predictions,
         local_eval_mesh,
+        make_eval_batches,
         make_predict_fn,
         replicated_sharding,
         restore_params,
     )
-    from gcc_jax.training.loop import dataset_kwargs
 
     model = create_model(config)
     mesh = local_eval_mesh(config.eval_batch_size)
@@ -109,10 +108,7 @@ def predictions(config, workdir: pathlib.Path, split: str) -> list[dict]:
     sharding = replicated_sharding(mesh)
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
     params, _ = restore_params(workdir, abstract, which="latest")
-    batches = make_eval_dataset(
-        config.dataset.name, split=split, batch_size=config.eval_batch_size,
-        pad_multiple=config.dataset.eval_pad_multiple, **dataset_kwargs(config),
-    )  # fmt: skip
+    batches = make_eval_batches(config, split)
     return list(iterate_predictions(make_predict_fn(model.apply, mesh), {"params": params}, batches, mesh))
 
 

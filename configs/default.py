@@ -97,6 +97,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.gl.d_point = "l1"  # divergence of the point term: "l1" or "l2"
     config.loss.gl.d_pixel = "l2"  # divergence of the pixel term: "l1" or "l2"
     config.loss.gl.solver = "reference"  # "reference" (official ~10-step loop) or "converged"
+    # The "converged" solver (ott-jax Sinkhorn): iteration cap and marginal-error tolerance.
+    config.loss.gl.max_iterations = 2000
+    config.loss.gl.threshold = 1e-4
     config.loss.gl.cell_offset = "reference"  # cell positions: "reference" quirk or "centre"
     # Layout of the computation, not its result: "chunked" (fastest on CPU), "dense" (GPU/TPU),
     # "auto" (chunked on CPU, dense elsewhere).
@@ -127,8 +130,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Warm-up epochs: lr · (e + 1) / warmup_epochs in epoch e < warmup_epochs, as GL's trainer
     # does (a step per epoch); 0 = constant lr.
     config.optimizer.warmup_epochs = 10
-    # After the warm-up: "constant" (the references) or "cosine" (decay to 0 at the last step).
-    config.optimizer.decay = "constant"
+    # Learning-rate schedule after the warm-up: "constant" (the references) or "cosine" (down
+    # to 0 at the last step).
+    config.optimizer.schedule = "constant"
     # Adam's moment decay rates and epsilon (torch's defaults).
     config.optimizer.b1 = 0.9
     config.optimizer.b2 = 0.999

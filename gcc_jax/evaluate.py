@@ -34,7 +34,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from gcc_jax.data import make_eval_dataset
 from gcc_jax.models import VGG19Density, load_variables
 from gcc_jax.training import config as config_lib
 from gcc_jax.training.checkpoints import restore_params
@@ -44,8 +43,9 @@ from gcc_jax.training.evaluation import (
     evaluate_records,
     iterate_predictions,
     local_eval_mesh,
+    make_eval_batches,
+    mean_training_count,
 )
-from gcc_jax.training.loop import mean_training_count, pipeline_kwargs
 from gcc_jax.training.mesh import replicate, replicated_sharding
 from gcc_jax.training.state import create_model
 from gcc_jax.training.steps import make_predict_fn
@@ -185,13 +185,7 @@ def evaluate_checkpoint(
         raise ValueError("--choose_threshold needs config.localization.enabled and a --workdir (or a model directory)")
     mesh = local_eval_mesh(config.eval_batch_size)
     model, variables, step = load_model(checkpoint, config=config, workdir=workdir, mesh=mesh)
-    batches = make_eval_dataset(
-        config.dataset.name,
-        split=split,
-        batch_size=config.eval_batch_size,
-        pad_multiple=config.dataset.eval_pad_multiple,
-        **pipeline_kwargs(config),
-    )
+    batches = make_eval_batches(config, split)
     trivial = mean_training_count(config, workdir)
     records = iterate_predictions(make_predict_fn(model.apply, mesh), variables, batches, mesh)
     chosen = None

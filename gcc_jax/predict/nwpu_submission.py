@@ -30,14 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from gcc_jax.data import make_eval_dataset
 from gcc_jax.evaluate import load_model
 from gcc_jax.localization import density_to_point_list
 from gcc_jax.models import STRIDE
 from gcc_jax.predict._predictor import resolve_localization
 from gcc_jax.training import config as config_lib
-from gcc_jax.training.evaluation import iterate_predictions, local_eval_mesh
-from gcc_jax.training.loop import pipeline_kwargs
+from gcc_jax.training.evaluation import iterate_predictions, local_eval_mesh, make_eval_batches
 from gcc_jax.training.steps import make_predict_fn
 
 __all__ = [
@@ -171,13 +169,7 @@ def main(argv) -> None:
     )  # fmt: skip
     mesh = local_eval_mesh(config.eval_batch_size)
     model, variables, step = load_model(flags_.checkpoint, config=config, workdir=workdir, mesh=mesh)
-    batches = make_eval_dataset(
-        config.dataset.name,
-        split=flags_.split,
-        batch_size=config.eval_batch_size,
-        pad_multiple=config.dataset.eval_pad_multiple,
-        **pipeline_kwargs(config),
-    )
+    batches = make_eval_batches(config, flags_.split)
     records = iterate_predictions(make_predict_fn(model.apply, mesh), variables, batches, mesh)
     paths = write_submission(
         records, flags_.out, threshold=peaks.threshold, pixel_offset=peaks.pixel_offset,

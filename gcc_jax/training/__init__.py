@@ -14,15 +14,24 @@
 """
 
 from gcc_jax.training.checkpoints import RunCheckpoints, restore_params
-from gcc_jax.training.config import check_config, load_config_module, load_workdir_config, save_config
-from gcc_jax.training.evaluation import EvalResult, evaluate, iterate_predictions, local_eval_mesh, to_local_mesh
-from gcc_jax.training.loop import (
-    NonFiniteLossError,
+from gcc_jax.training.config import (
+    check_config,
     dataset_kwargs,
-    mean_training_count,
+    load_config_module,
+    load_workdir_config,
     pipeline_kwargs,
-    train_and_evaluate,
+    save_config,
 )
+from gcc_jax.training.evaluation import (
+    EvalResult,
+    evaluate,
+    iterate_predictions,
+    local_eval_mesh,
+    make_eval_batches,
+    mean_training_count,
+    to_local_mesh,
+)
+from gcc_jax.training.loop import NonFiniteLossError, train_and_evaluate
 from gcc_jax.training.mesh import (
     DATA_AXIS,
     batch_sharding,
@@ -66,6 +75,7 @@ __all__ = [
     "load_config_module",
     "load_workdir_config",
     "local_eval_mesh",
+    "make_eval_batches",
     "make_loss_fn",
     "make_predict_fn",
     "make_train_step",

@@ -22,9 +22,12 @@ __all__ = [
     "CONFIG_FILE",
     "check_config",
     "config_for_command",
+    "dataset_kwargs",
+    "pipeline_kwargs",
     "load_config_module",
     "load_workdir_config",
     "save_config",
+    "upgrade_saved_config",
 ]
 
 CONFIG_FILE = "config.json"
@@ -73,6 +76,35 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         )
 
 
+def dataset_kwargs(config: ml_collections.ConfigDict) -> dict:
+    """Arguments shared by every pipeline of ``config.dataset`` (location, synthetic options)."""
+    kwargs = {"data_dir": config.dataset.data_dir, "manual_dir": config.dataset.manual_dir}
+    if config.dataset.name == "synthetic_crowd":
+        kwargs["synthetic"] = config.dataset.synthetic.to_dict()
+    return kwargs
+
+
+def pipeline_kwargs(config: ml_collections.ConfigDict) -> dict:
+    """:func:`dataset_kwargs` and the input backend (``config.dataset.loader``; ``"tf.data"``
+    for configs saved before it existed): the arguments every input pipeline of a run shares."""
+    return {**dataset_kwargs(config), "loader": config.dataset.get("loader", "tf.data")}
+
+
+# Fields renamed since configs were first saved in workdirs: (block, old name, new name).
+_RENAMED_FIELDS = (("optimizer", "decay", "schedule"),)
+
+
+def upgrade_saved_config(saved: dict) -> dict:
+    """A config dict saved by an earlier version, with renamed fields under their new names
+    (``optimizer.decay`` is now ``optimizer.schedule``); other fields are left as they are."""
+    saved = json.loads(json.dumps(saved))  # a deep copy
+    for block, old, new in _RENAMED_FIELDS:
+        fields = saved.get(block)
+        if isinstance(fields, dict) and old in fields and new not in fields:
+            fields[new] = fields.pop(old)
+    return saved
+
+
 def save_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> pathlib.Path:
     """Writes the resolved ``config`` to ``workdir/config.json`` (atomically) and returns the path."""
     path = pathlib.Path(workdir) / CONFIG_FILE
@@ -84,7 +116,8 @@ def save_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
 
 
 def load_workdir_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
-    """The config a training run saved in ``workdir`` (locked, like the one it ran with).
+    """The config a training run saved in ``workdir`` (locked, like the one it ran with), with
+    fields renamed since then under their new names (:func:`upgrade_saved_config`).
 
     Raises:
       FileNotFoundError: ``workdir`` holds no ``config.json``.
@@ -92,7 +125,7 @@ def load_workdir_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict
     path = pathlib.Path(workdir) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {workdir} is not a gcc_jax training workdir")
-    config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    config = ml_collections.ConfigDict(upgrade_saved_config(json.loads(path.read_text())))
     config.lock()
     return config
 

@@ -22,17 +22,24 @@ are summed over the split (all processes) into precision, recall and F1.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import pathlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
+from gcc_jax.data import make_eval_dataset
+from gcc_jax.data.sources import open_source
 from gcc_jax.localization import ThresholdChoice, choose_threshold, density_to_point_list
 from gcc_jax.metrics import CountingAccumulator, LocalizationAccumulator, nwpu_radii
 from gcc_jax.models import STRIDE, output_shape
+from gcc_jax.training.config import dataset_kwargs, pipeline_kwargs
 from gcc_jax.training.mesh import batch_sharding, create_mesh, replicated_sharding
 
 __all__ = [
@@ -44,8 +51,12 @@ __all__ = [
     "iterate_predictions",
     "local_eval_mesh",
     "localization_radii",
+    "make_eval_batches",
+    "mean_training_count",
     "to_local_mesh",
 ]
+
+_TRAIN_COUNTS_FILE = "train_counts.json"
 
 # Radius settings computed from head boxes (metrics.nwpu_radii), beside the fixed radii.
 _BOX_SETTINGS = ("sigma_s", "sigma_l")
@@ -197,6 +208,58 @@ def to_local_mesh(tree, mesh: Mesh):
     """Copies (device to device) a pytree of replicated global arrays onto a local ``mesh``."""
     sharding = replicated_sharding(mesh)
     return jax.tree.map(lambda x: jax.device_put(x.addressable_data(0), sharding), tree)
+
+
+def make_eval_batches(
+    config: ml_collections.ConfigDict,
+    split: str | None = None,
+    *,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterable[Mapping[str, np.ndarray]]:
+    """This process's evaluation batches of a split of ``config.dataset`` (full images, the
+    data set's resize rule, ``config.eval_batch_size`` images padded to
+    ``config.dataset.eval_pad_multiple``): :func:`gcc_jax.data.make_eval_dataset` as the run
+    configures it.
+
+    Args:
+      config: the run's config.
+      split: the split (default ``config.dataset.eval_split``).
+      process_index: this process's index, for a split shared by several processes.
+      process_count: the number of processes.
+    """
+    return make_eval_dataset(
+        config.dataset.name,
+        split=split or config.dataset.eval_split,
+        process_index=process_index,
+        process_count=process_count,
+        batch_size=config.eval_batch_size,
+        pad_multiple=config.dataset.eval_pad_multiple,
+        **pipeline_kwargs(config),
+    )
+
+
+def mean_training_count(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None = None) -> float:
+    """Mean head count per image of the training split: the trivial predictor's constant.
+
+    Cached in ``workdir/train_counts.json`` (reading a real split's annotations takes a pass
+    over its records).
+    """
+    cache = pathlib.Path(workdir) / _TRAIN_COUNTS_FILE if workdir is not None else None
+    key = {"dataset": config.dataset.name, "split": config.dataset.train_split}
+    if cache is not None and cache.is_file():
+        cached = json.loads(cache.read_text())
+        if all(cached.get(k) == v for k, v in key.items()):
+            return float(cached["mean_count"])
+    source = open_source(config.dataset.name, split=config.dataset.train_split, **dataset_kwargs(config))
+    counts = np.asarray([source.read(i)["count"] for i in range(len(source))], np.float64)
+    counts = counts[np.isfinite(counts)]
+    if counts.size == 0:
+        raise ValueError(f"training split {config.dataset.train_split!r} of {config.dataset.name} has no annotated image")
+    mean = float(counts.mean())
+    if cache is not None and jax.process_index() == 0:
+        cache.write_text(json.dumps({**key, "num_images": int(counts.size), "mean_count": mean}) + "\n")
+    return mean
 
 
 def iterate_predictions(

@@ -51,11 +51,11 @@ def create_learning_rate_fn(
 
     Warm-up: ``lr · (e + 1) / W`` during epoch ``e < W``. GL's trainer
     (``utils/emd_dot_trainer.py``) sets the rate once per epoch, so the warm-up is a staircase
-    of ``W`` steps, not a per-step ramp; ``W = 0`` means none. ``decay="cosine"`` multiplies
+    of ``W`` steps, not a per-step ramp; ``W = 0`` means none. ``schedule="cosine"`` multiplies
     the rate by ``(1 + cos(π · step / total_steps)) / 2``.
 
     Args:
-      optimizer_config: ``config.optimizer`` (``learning_rate``, ``warmup_epochs``, ``decay``:
+      optimizer_config: ``config.optimizer`` (``learning_rate``, ``warmup_epochs``, ``schedule``:
         ``"constant"`` or ``"cosine"``).
       steps_per_epoch: optimizer steps in one epoch.
       total_steps: steps of the whole run (needed by ``"cosine"``).
@@ -64,23 +64,23 @@ def create_learning_rate_fn(
       ``schedule(step) -> learning rate``.
 
     Raises:
-      ValueError: an unknown decay, or ``"cosine"`` without ``total_steps``.
+      ValueError: an unknown schedule, or ``"cosine"`` without ``total_steps``.
     """
     base = optimizer_config.learning_rate
     warmup = optimizer_config.warmup_epochs
-    decay = optimizer_config.get("decay", "constant")
+    after_warmup = optimizer_config.get("schedule", "constant")
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-    if decay not in ("constant", "cosine"):
-        raise ValueError(f"config.optimizer.decay must be 'constant' or 'cosine', got {decay!r}")
-    if decay == "cosine" and not total_steps:
-        raise ValueError("config.optimizer.decay='cosine' needs the run's total_steps")
+    if after_warmup not in ("constant", "cosine"):
+        raise ValueError(f"config.optimizer.schedule must be 'constant' or 'cosine', got {after_warmup!r}")
+    if after_warmup == "cosine" and not total_steps:
+        raise ValueError("config.optimizer.schedule='cosine' needs the run's total_steps")
 
     def schedule(step):
         rate = jnp.asarray(base, jnp.float32)
         if warmup:
             rate = rate * jnp.minimum((step // steps_per_epoch + 1) / warmup, 1.0)
-        if decay == "cosine":
+        if after_warmup == "cosine":
             rate = rate * 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.minimum(step / total_steps, 1.0)))
         return rate
 

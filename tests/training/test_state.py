@@ -72,7 +72,7 @@ def test_warmup_is_gl_staircase():
 
 
 def test_cosine_decay_after_warmup():
-    config = _optimizer_config(learning_rate=1e-3, warmup_epochs=2, decay="cosine")
+    config = _optimizer_config(learning_rate=1e-3, warmup_epochs=2, schedule="cosine")
     schedule = create_learning_rate_fn(config, steps_per_epoch=5, total_steps=40)
     expected = [1e-3 * min((s // 5 + 1) / 2, 1.0) * 0.5 * (1 + np.cos(np.pi * s / 40)) for s in range(41)]
     np.testing.assert_allclose([schedule(s) for s in range(41)], expected, rtol=1e-5, atol=1e-9)  # float32 cos near the end
