@@ -133,4 +133,4 @@ def official_bl_value_and_grad(
         outputs, point_tensors, torch.tensor(np.asarray(st_sizes, np.float32)), targets=target_tensors, **options
     )
     loss.backward()
-    return float(loss.detach()), outputs.grad.numpy()
+    return float(loss.detach()), outputs.grad.cpu().numpy()

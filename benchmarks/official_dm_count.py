@@ -167,4 +167,4 @@ def official_dm_count_value_and_grad(
         outputs, point_tensors, torch.tensor(np.asarray(discrete, np.float32)), stride=stride, **options
     )
     loss.backward()
-    return float(loss.detach()), outputs.grad.numpy(), terms
+    return float(loss.detach()), outputs.grad.cpu().numpy(), terms

@@ -95,4 +95,4 @@ def official_gl_value_and_grad(
         pixel = torch.sum(pixel_residual.abs() if d_pixel == "l1" else pixel_residual**2)
         loss = loss + (ot + tau * (pixel + point) + blur * entropy) / batch
     loss.backward()
-    return float(loss.detach()), outputs.grad.numpy()
+    return float(loss.detach()), outputs.grad.cpu().numpy()

@@ -53,4 +53,4 @@ def torch_l2_value_and_grad(density: np.ndarray, points: list[np.ndarray], **opt
     outputs = torch.tensor(np.asarray(density, np.float32), requires_grad=True)
     loss = torch_l2_loss(outputs, [torch.tensor(np.asarray(p, np.float32).reshape(-1, 2)) for p in points], **options)
     loss.backward()
-    return float(loss.detach()), outputs.grad.numpy()
+    return float(loss.detach()), outputs.grad.cpu().numpy()

@@ -77,7 +77,7 @@ def _config(loss: str, *, width: float, crop: int, batch: int, max_points: int):
 class JaxStep:
     """The program's jitted train step and the jitted loss value+grad, ready to time."""
 
-    def __init__(self, loss: str, inputs: dict, *, width: float, crop: int):
+    def __init__(self, loss: str, inputs: dict, *, width: float, crop: int, dtype: str = "float32"):
         import jax
 
         from gcc_jax.training import (
@@ -94,13 +94,14 @@ class JaxStep:
 
         batch = len(inputs["image"])
         config = _config(loss, width=width, crop=crop, batch=batch, max_points=inputs["points"].shape[1])
+        config.model.dtype = dtype
         mesh = create_mesh()
         schedule = create_learning_rate_fn(config.optimizer, steps_per_epoch=1)
         model = create_model(config)
         self.state = create_train_state(config, model, create_optimizer(config.optimizer, schedule), mesh)
         loss_fn = make_loss_fn(config.loss, crop_size=crop)
         self.step_fn = make_train_step(mesh, loss_fn=loss_fn, learning_rate_fn=schedule)
-        self.batch = global_batch({k: inputs[k] for k in TRAIN_BATCH_KEYS}, mesh)
+        self.batch = global_batch({k: inputs[k] for k in TRAIN_BATCH_KEYS if k in inputs}, mesh)
         start = time.perf_counter()
         self.step_fn.lower(self.state, self.batch).compile()
         self.compile_s = time.perf_counter() - start
@@ -128,7 +129,7 @@ class JaxStep:
 class TorchStep:
     """A PyTorch train step of the same network with the official-style loss, ready to time."""
 
-    def __init__(self, loss: str, inputs: dict, *, width: float, crop: int):
+    def __init__(self, loss: str, inputs: dict, *, width: float, crop: int, device: str = "cpu"):
         import torch
 
         from gcc_jax.losses import get_loss
@@ -137,20 +138,25 @@ class TorchStep:
         from torch_vgg_reference import TorchVGGDensity
 
         self.torch = torch
-        self.net = TorchVGGDensity(width, density_layer=loss == "dm_count", **get_loss(loss).head)
+        self.device = device
+        self.net = TorchVGGDensity(width, density_layer=loss == "dm_count", **get_loss(loss).head).to(device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=1e-5, weight_decay=1e-4)
-        self.images = torch.from_numpy(inputs["image"]).permute(0, 3, 1, 2).contiguous()
+        self.images = torch.from_numpy(inputs["image"]).permute(0, 3, 1, 2).contiguous().to(device)
         self.value_and_grad = official_loss(loss, inputs, crop=crop)
         h = crop // 8
         self.density = np.random.default_rng(1).uniform(0, 0.02, (len(inputs["image"]), h, h)).astype(np.float32)
         self.run()
 
     def run(self) -> None:
+        # The official-style loss takes the density as numpy (a [B, h/8, w/8] copy each way on
+        # a GPU, small beside the step) and runs on torch's default device.
         outputs = self.net(self.images)
-        _, grad = self.value_and_grad(outputs.detach().numpy())
+        _, grad = self.value_and_grad(outputs.detach().cpu().numpy())
         self.optimizer.zero_grad()
-        outputs.backward(self.torch.from_numpy(np.ascontiguousarray(grad)))
+        outputs.backward(self.torch.from_numpy(np.ascontiguousarray(grad)).to(self.device))
         self.optimizer.step()
+        if self.device != "cpu":
+            self.torch.cuda.synchronize()
 
     def run_loss(self) -> None:
         self.value_and_grad(self.density)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "normalize_images", "denormalize_images"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "denormalize_images", "normalize_crops", "normalize_images"]
 
 # Per-channel RGB statistics on the [0, 1] scale (torchvision.transforms.Normalize values).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -52,3 +52,30 @@ def denormalize_images(images) -> np.ndarray:
     images = np.asarray(images, np.float32)
     rgb = images * (np.asarray(IMAGENET_STD, np.float32) * 255.0) + np.asarray(IMAGENET_MEAN, np.float32) * 255.0
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def normalize_crops(images, crop_box):
+    """Normalises uint8 training crops on the device, with 0 outside their image pixels.
+
+    The device half of ``make_train_dataset(normalize=False)``: equals the float32 batch the
+    pipeline gives with ``normalize=True`` (padding = 0 = the ImageNet mean colour).
+
+    Args:
+      images: uint8 ``[B, c, c, 3]`` RGB crops (a JAX or numpy array).
+      crop_box: int32 ``[B, 4]`` ``(top, left, bottom, right)`` of each crop's image pixels
+        (bottom / right exclusive).
+
+    Returns:
+      float32 ``[B, c, c, 3]`` JAX array.
+    """
+    import jax.numpy as jnp
+
+    images = normalize_images(jnp.asarray(images))
+    box = jnp.asarray(crop_box)
+    rows = jnp.arange(images.shape[1])[None, :, None]
+    cols = jnp.arange(images.shape[2])[None, None, :]
+    inside = (
+        (rows >= box[:, 0, None, None]) & (rows < box[:, 2, None, None])
+        & (cols >= box[:, 1, None, None]) & (cols < box[:, 3, None, None])
+    )  # fmt: skip
+    return jnp.where(inside[..., None], images, 0.0)

@@ -50,13 +50,15 @@ def train_batches(examples: TrainExamples, order: list[int], *, batch_size: int,
 
     def load(index: int) -> dict[str, np.ndarray]:
         example = examples(index)
-        pixels = example.image
         if source.encoded:
             pixels = image_cache.get_or_decode(
-                (source.cache_key, "pil", index), lambda: decode_image(example.image, filename=example.filename),
-                max_bytes=cache_bytes,
+                (source.cache_key, "pil", index),
+                lambda: decode_image(example.read_image(), filename=example.filename), max_bytes=cache_bytes,
             )  # fmt: skip
-        return {**example.points, "image": crop_train_image(pixels, example.crop, crop_size=examples.crop_size)}
+        else:
+            pixels = example.read_image()
+        image = crop_train_image(pixels, example.crop, crop_size=examples.crop_size, normalize=examples.normalize)
+        return {**example.points, "image": image}
 
     dataset = grain.MapDataset.source(order).map(load)
     return _iterate(dataset, batch_size=batch_size, parallelism=parallelism, prefetch=prefetch)

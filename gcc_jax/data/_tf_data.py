@@ -32,21 +32,21 @@ except (RuntimeError, ValueError):  # devices already initialised by the caller
     pass
 
 
-def _train_pixels(example: TrainExample, source, index: int, *, crop_size: int, cache_bytes: int):
+def _train_pixels(example: TrainExample, source, *, crop_size: int, cache_bytes: int):
     """``(encoded bytes, uint8 pixels, needs_resize, corner)``: one of the two images is empty."""
     crop = example.crop
     needs_resize = crop.resized_hw != crop.image_hw or crop.upscaled_hw != crop.resized_hw
     corner = np.asarray([crop.top, crop.left], np.int32)
-    pixels = example.image
     if source.encoded:
-        key = (source.cache_key, "tf", index)
+        key = (source.cache_key, "tf", example.index)
         pixels = image_cache.lookup(key)
-        if pixels is None and image_cache.has_room(crop.image_hw[0] * crop.image_hw[1] * 3, max_bytes=cache_bytes):
-            pixels = image_cache.get_or_decode(
-                key, lambda: ops.decode_image(example.image).numpy(), max_bytes=cache_bytes
-            )
         if pixels is None:
-            return example.image, _NO_PIXELS, needs_resize, corner
+            encoded = example.read_image()
+            if not image_cache.has_room(crop.image_hw[0] * crop.image_hw[1] * 3, max_bytes=cache_bytes):
+                return encoded, _NO_PIXELS, needs_resize, corner
+            pixels = image_cache.get_or_decode(key, lambda: ops.decode_image(encoded).numpy(), max_bytes=cache_bytes)
+    else:
+        pixels = example.read_image()
     if not needs_resize:  # hand over the window only
         pixels = pixels[crop.top : crop.top + crop_size, crop.left : crop.left + crop_size]
         corner = np.zeros([2], np.int32)
@@ -62,7 +62,7 @@ def train_batches(examples: TrainExamples, order: list[int], *, batch_size: int,
         for index in order:
             example = examples(index)
             encoded, pixels, needs_resize, corner = _train_pixels(
-                example, examples.source, index, crop_size=crop_size, cache_bytes=cache_bytes
+                example, examples.source, crop_size=crop_size, cache_bytes=cache_bytes
             )
             yield {
                 "encoded": encoded, "pixels": pixels, "needs_resize": needs_resize, "corner": corner,
@@ -80,6 +80,8 @@ def train_batches(examples: TrainExamples, order: list[int], *, batch_size: int,
         "num_points": tf.TensorSpec([], tf.int32), "num_dropped": tf.TensorSpec([], tf.int32),
         "st_size": tf.TensorSpec([], tf.float32),
     }  # fmt: skip
+    if not examples.normalize:
+        signature["crop_box"] = tf.TensorSpec([4], tf.int32)
     image_keys = ("encoded", "pixels", "needs_resize", "corner", "resized_hw", "upscaled_hw", "flip")
 
     def transform(item):
@@ -87,13 +89,21 @@ def train_batches(examples: TrainExamples, order: list[int], *, batch_size: int,
         out = {key: value for key, value in item.items() if key not in image_keys}
         out["image"] = ops.crop_train_image(
             image, needs_resize=item["needs_resize"], resized_hw=item["resized_hw"], upscaled_hw=item["upscaled_hw"],
-            corner=item["corner"], flip=item["flip"], crop_size=crop_size,
+            corner=item["corner"], flip=item["flip"], crop_size=crop_size, normalize=examples.normalize,
         )  # fmt: skip
         return out
 
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
     dataset = dataset.map(transform, num_parallel_calls=parallelism or tf.data.AUTOTUNE, deterministic=True)
-    return dataset.batch(batch_size).prefetch(prefetch).as_numpy_iterator()
+    return _with_options(dataset.batch(batch_size).prefetch(prefetch)).as_numpy_iterator()
+
+
+def _with_options(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    options = tf.data.Options()
+    # Each op of the map runs on one thread; the map's parallel calls use the cores (TF's
+    # advice for input pipelines; it also avoids idle intra-op threads spinning on the CPU).
+    options.threading.max_intra_op_parallelism = 1
+    return dataset.with_options(options)
 
 
 def eval_batches(examples: EvalExamples, order: list[int], *, batch_size: int, pad_multiple: int,
@@ -127,4 +137,4 @@ def eval_batches(examples: EvalExamples, order: list[int], *, batch_size: int, p
 
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
     dataset = dataset.map(transform, num_parallel_calls=parallelism or tf.data.AUTOTUNE, deterministic=True)
-    return dataset.padded_batch(batch_size).prefetch(prefetch).as_numpy_iterator()
+    return _with_options(dataset.padded_batch(batch_size).prefetch(prefetch)).as_numpy_iterator()

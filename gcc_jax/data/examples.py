@@ -10,6 +10,8 @@ identically by construction.
 from __future__ import annotations
 
 import dataclasses
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,16 +27,20 @@ class TrainExample:
     """A training example before its pixel work.
 
     Attributes:
-      image: encoded bytes or uint8 ``[H, W, 3]`` pixels of the stored image.
+      index: the example's index in its split.
       filename: the example's file name (for error messages).
       crop: the resize sizes, crop window and flip.
       points: the finished point entries of the batch (:func:`plan.train_points`).
+      read_image: returns the stored image, encoded bytes or uint8 ``[H, W, 3]`` pixels
+        (reads the record again unless it was just read: a backend that holds the decoded
+        image in its cache never calls it).
     """
 
-    image: Any
+    index: int
     filename: str
     crop: plan.TrainCrop
     points: dict[str, np.ndarray]
+    read_image: Callable[[], Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +65,27 @@ def _stored_size(source, example: dict) -> tuple[int, int]:
     return int(image.shape[0]), int(image.shape[1])
 
 
+# What a training example needs besides its pixels, kept per split and example after the first
+# read (a few bytes per head): later epochs neither read the record nor rebuild the k-d tree
+# of the head sizes.
+_annotations: dict[tuple, tuple] = {}
+_annotations_lock = threading.Lock()
+
+
+def _train_annotations(source, index: int):
+    """``(points, unclipped head sizes, filename, stored image size, image or None)``."""
+    key = (source.cache_key, index)
+    cached = _annotations.get(key)
+    if cached is not None:
+        return (*cached, None)
+    example = source.read(index)
+    points = np.asarray(example["points"], np.float32).reshape(-1, 2)
+    entry = (points, plan.knn_head_sizes(points), example["filename"], _stored_size(source, example))
+    with _annotations_lock:
+        _annotations[key] = entry
+    return (*entry, example["image"])
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainExamples:
     """The training examples of one epoch's pipeline (see :func:`gcc_jax.data.make_train_dataset`)."""
@@ -73,18 +100,22 @@ class TrainExamples:
     flip: bool
     min_fraction: float
     head_size_range: tuple[float, float]
+    normalize: bool = True
 
     def __call__(self, index: int) -> TrainExample:
-        example = self.source.read(index)
+        points, head_sizes, filename, image_hw, image = _train_annotations(self.source, index)
         crop = plan.plan_train_crop(
-            _stored_size(self.source, example), seed=self.seed, epoch=self.epoch, index=index, rule=self.rule,
-            crop_size=self.crop_size, min_size_policy=self.min_size_policy, flip=self.flip,
+            image_hw, seed=self.seed, epoch=self.epoch, index=index, rule=self.rule, crop_size=self.crop_size,
+            min_size_policy=self.min_size_policy, flip=self.flip,
         )  # fmt: skip
-        points = plan.train_points(
-            example["points"], plan.knn_head_sizes(example["points"]), crop, crop_size=self.crop_size,
-            min_fraction=self.min_fraction, head_size_range=self.head_size_range, max_points=self.max_points,
+        entries = plan.train_points(
+            points, head_sizes, crop, crop_size=self.crop_size, min_fraction=self.min_fraction,
+            head_size_range=self.head_size_range, max_points=self.max_points,
         )  # fmt: skip
-        return TrainExample(example["image"], example["filename"], crop, points)
+        if not self.normalize:
+            entries["crop_box"] = crop.pixel_box(self.crop_size)
+        read_image = (lambda: image) if image is not None else (lambda: self.source.read(index)["image"])
+        return TrainExample(index, filename, crop, entries, read_image)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -111,17 +111,23 @@ def normalize_rows(image: np.ndarray, out: np.ndarray | None = None) -> np.ndarr
     return out
 
 
-def crop_train_image(image: np.ndarray, crop: TrainCrop, *, crop_size: int) -> np.ndarray:
+def _to_uint8(pixels: np.ndarray) -> np.ndarray:
+    # Resized pixels rounded half-to-even to the nearest level, as a uint8 cv2.resize gives them.
+    return pixels if pixels.dtype == np.uint8 else np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
+def crop_train_image(image: np.ndarray, crop: TrainCrop, *, crop_size: int, normalize: bool = True) -> np.ndarray:
     """Applies a :class:`~gcc_jax.data.plan.TrainCrop` to a decoded image.
 
     Args:
       image: uint8 ``[H, W, 3]`` stored image (``crop.image_hw``).
       crop: the example's resize sizes, window and flip.
       crop_size: crop side ``c``.
+      normalize: ImageNet-normalise (float32); else keep uint8 pixels (resized ones rounded).
 
     Returns:
-      float32 ``[c, c, 3]``: normalised crop, 0 where the window passes the image's edge,
-      mirrored if ``crop.flip``.
+      ``[c, c, 3]``: the crop, 0 where the window passes the image's edge (after
+      normalisation: the ImageNet mean colour), mirrored if ``crop.flip``.
     """
     if tuple(image.shape[:2]) != crop.image_hw:
         raise ValueError(f"image is {image.shape[:2]}, the crop plan was made for {crop.image_hw}")
@@ -133,8 +139,11 @@ def crop_train_image(image: np.ndarray, crop: TrainCrop, *, crop_size: int) -> n
         window = resize_bilinear(image, *crop.upscaled_hw, rows=rows, cols=cols)
     else:
         window = image[rows[0] : rows[1], cols[0] : cols[1]]
-    out = np.zeros((crop_size, crop_size, 3), np.float32)
-    normalize_rows(window, out[:valid_h, :valid_w])
+    out = np.zeros((crop_size, crop_size, 3), np.float32 if normalize else np.uint8)
+    if normalize:
+        normalize_rows(window, out[:valid_h, :valid_w])
+    else:
+        out[:valid_h, :valid_w] = _to_uint8(window)
     return out[:, ::-1] if crop.flip else out
 
 

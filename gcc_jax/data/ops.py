@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from gcc_jax.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["crop_train_image", "decode_image", "eval_image", "normalize", "resize_image"]
+__all__ = ["crop_train_image", "decode_image", "eval_image", "normalize_image", "resize_image"]
 
 _MEAN_255 = np.asarray(IMAGENET_MEAN, np.float32) * 255.0
 _INV_STD_255 = 1.0 / (np.asarray(IMAGENET_STD, np.float32) * 255.0)
@@ -54,13 +54,14 @@ def resize_image(image, height, width):
     )
 
 
-def normalize(image):
+def normalize_image(image):
     """ImageNet normalisation ``(x − 255·mean) / (255·std)`` in float32 (the formula of
     :func:`gcc_jax.imagenet.normalize_images`, written with TF ops for tf.data graphs)."""
     return (tf.cast(image, tf.float32) - _MEAN_255) * _INV_STD_255
 
 
-def crop_train_image(image, *, needs_resize, resized_hw, upscaled_hw, corner, flip, crop_size: int):
+def crop_train_image(image, *, needs_resize, resized_hw, upscaled_hw, corner, flip, crop_size: int,
+                     normalize: bool = True):
     """Executes a training crop plan (:class:`gcc_jax.data.plan.TrainCrop`) on an image.
 
     Args:
@@ -72,21 +73,26 @@ def crop_train_image(image, *, needs_resize, resized_hw, upscaled_hw, corner, fl
       corner: ``[2]`` ``(top, left)`` of the window.
       flip: bool scalar.
       crop_size: crop side ``c``.
+      normalize: ImageNet-normalise (float32); else uint8 pixels (resized ones rounded
+        half-to-even).
 
     Returns:
-      float32 ``[c, c, 3]``: the normalised window, zero-padded at the bottom / right where it
-      passes the image's edge, mirrored if ``flip``.
+      ``[c, c, 3]``: the window, zero-padded at the bottom / right where it passes the
+      image's edge, mirrored if ``flip``.
     """
     top, left = corner[0], corner[1]
 
     def resized():
         full = resize_image(resize_image(image, resized_hw[0], resized_hw[1]), upscaled_hw[0], upscaled_hw[1])
-        return full[top : top + crop_size, left : left + crop_size]
+        window = full[top : top + crop_size, left : left + crop_size]
+        return window if normalize else tf.cast(tf.clip_by_value(tf.round(window), 0, 255), tf.uint8)
 
     def plain():
-        return tf.cast(image[top : top + crop_size, left : left + crop_size], tf.float32)
+        window = image[top : top + crop_size, left : left + crop_size]
+        return tf.cast(window, tf.float32) if normalize else window
 
-    window = normalize(tf.cond(needs_resize, resized, plain))
+    window = tf.cond(needs_resize, resized, plain)
+    window = normalize_image(window) if normalize else window
     shape = tf.shape(window)
     crop = tf.pad(window, [[0, crop_size - shape[0]], [0, crop_size - shape[1]], [0, 0]])
     crop = tf.ensure_shape(crop, [crop_size, crop_size, 3])
@@ -96,6 +102,6 @@ def crop_train_image(image, *, needs_resize, resized_hw, upscaled_hw, corner, fl
 def eval_image(image, image_hw, *, pad_multiple: int):
     """An image resized to ``image_hw``, normalised and zero-padded at the bottom / right to
     sides that are multiples of ``pad_multiple`` (float32 ``[H', W', 3]``)."""
-    resized = normalize(resize_image(image, image_hw[0], image_hw[1]))
+    resized = normalize_image(resize_image(image, image_hw[0], image_hw[1]))
     shape = tf.shape(resized)
     return tf.pad(resized, [[0, (-shape[0]) % pad_multiple], [0, (-shape[1]) % pad_multiple], [0, 0]])

@@ -95,7 +95,11 @@ class TrainEpoch:
     Each batch is a dict of numpy arrays (``b`` = per-process batch, ``c`` = crop size,
     ``M`` = ``max_points``):
 
-    * ``image`` float32 ``[b, c, c, 3]``: ImageNet-normalised crop;
+    * ``image`` float32 ``[b, c, c, 3]``: ImageNet-normalised crop; with ``normalize=False``
+      uint8 RGB pixels instead (1/4 of the bytes to assemble and move to the accelerator),
+      normalised on the device by :func:`gcc_jax.imagenet.normalize_crops` with
+    * ``crop_box`` int32 ``[b, 4]`` (only with ``normalize=False``): ``(top, left, bottom,
+      right)`` of the image pixels in each crop, the rest being padding;
     * ``points`` float32 ``[b, M, 2]``: ``(x, y)`` crop pixels (0 for padding);
     * ``point_mask`` bool ``[b, M]``;
     * ``targets`` float32 ``[b, M]``: fraction of each head box inside the crop (0 for padding);
@@ -192,6 +196,7 @@ def make_train_dataset(
     num_parallel_calls: int | None = None,
     prefetch: int = 2,
     image_cache_bytes: int = DEFAULT_IMAGE_CACHE_BYTES,
+    normalize: bool = True,
 ) -> TrainEpoch:
     """One epoch of reference random-crop training batches for this process.
 
@@ -229,6 +234,9 @@ def make_train_dataset(
       prefetch: batches prepared ahead.
       image_cache_bytes: decoded training images kept in memory across epochs, per process
         (0 = decode every time).
+      normalize: ImageNet-normalised float32 images; ``False``: uint8 pixels and
+        ``crop_box`` (resized pixels rounded to the nearest level, as a uint8 ``cv2.resize``
+        gives them), for normalising on the device.
 
     Returns:
       A :class:`TrainEpoch` (iterable of numpy dict batches, with ``len()``).
@@ -254,6 +262,7 @@ def make_train_dataset(
     examples = TrainExamples(
         source, seed=seed, epoch=epoch, rule=rule, crop_size=crop_size, max_points=max_points,
         min_size_policy=min_size_policy, flip=flip, min_fraction=min_fraction, head_size_range=tuple(head_size_range),
+        normalize=normalize,
     )  # fmt: skip
     local_batch = batch_size // process_count
     backend = _backend(loader)

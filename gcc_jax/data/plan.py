@@ -340,6 +340,13 @@ class TrainCrop:
         """Rows and columns of the crop that hold image pixels (the rest is padding)."""
         return min(crop_size, self.upscaled_hw[0] - self.top), min(crop_size, self.upscaled_hw[1] - self.left)
 
+    def pixel_box(self, crop_size: int) -> np.ndarray:
+        """int32 ``[4]`` ``(top, left, bottom, right)``: the part of the finished (flipped) crop
+        that holds image pixels, bottom / right exclusive; the rest is padding."""
+        valid_h, valid_w = self.valid_hw(crop_size)
+        left = crop_size - valid_w if self.flip else 0
+        return np.asarray([0, left, valid_h, left + valid_w], np.int32)
+
 
 def plan_train_crop(
     image_hw: tuple[int, int],

@@ -143,6 +143,7 @@ def _train_batches(config: ml_collections.ConfigDict, position: _Position) -> It
             min_size_policy=config.dataset.min_size_policy,
             skip_batches=position.batch,
             image_cache_bytes=int(config.dataset.get("image_cache_mib", 0) * 2**20),
+            normalize=False,  # uint8 batches, normalised by the train step on the devices
             **pipeline_kwargs(config),
         )
     )
@@ -311,7 +312,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         if batches is None:
             batches = _train_batches(config, position)
         batch = next(batches)
-        state, metrics = train_step(state, global_batch({k: batch[k] for k in TRAIN_BATCH_KEYS}, mesh))
+        state, metrics = train_step(state, global_batch({k: batch[k] for k in TRAIN_BATCH_KEYS if k in batch}, mesh))
         train_metrics.add(metrics)
         position.step += 1
         position.batch += 1

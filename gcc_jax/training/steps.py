@@ -15,14 +15,16 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from gcc_jax.imagenet import normalize_crops
 from gcc_jax.training.mesh import batch_sharding, replicated_sharding
 from gcc_jax.training.objective import LossFn
 from gcc_jax.training.state import TrainState
 
 __all__ = ["TRAIN_BATCH_KEYS", "make_predict_fn", "make_train_step", "train_step"]
 
-# The batch entries the step reads (the pipeline's other entries stay on the host).
-TRAIN_BATCH_KEYS = ("image", "points", "point_mask", "targets", "st_size")
+# The batch entries the step reads (the pipeline's other entries stay on the host);
+# ``crop_box`` comes with uint8 images, which the step normalises on the device.
+TRAIN_BATCH_KEYS = ("image", "points", "point_mask", "targets", "st_size", "crop_box")
 
 
 def train_step(
@@ -36,7 +38,8 @@ def train_step(
 
     Args:
       state: the train state (``params``, ``opt_state``, ``step``).
-      batch: ``image`` ``[B, c, c, 3]`` normalised, ``points`` ``[B, M, 2]`` ``(x, y)`` crop
+      batch: ``image`` ``[B, c, c, 3]`` normalised (or uint8 with ``crop_box`` ``[B, 4]``,
+        normalised here: :func:`gcc_jax.imagenet.normalize_crops`), ``points`` ``[B, M, 2]`` ``(x, y)`` crop
         pixels, ``point_mask`` ``[B, M]``, ``targets`` ``[B, M]``, ``st_size`` ``[B]``.
       loss_fn: ``(density, batch) -> (loss, {term: [B]})`` (:func:`make_loss_fn`).
       learning_rate_fn: the schedule the optimizer uses (reported, not applied, here).
@@ -49,8 +52,10 @@ def train_step(
       update).
     """
 
+    images = normalize_crops(batch["image"], batch["crop_box"]) if "crop_box" in batch else batch["image"]
+
     def objective(params):
-        density = state.apply_fn({"params": params}, batch["image"])
+        density = state.apply_fn({"params": params}, images)
         loss, terms = loss_fn(density, batch)
         return loss, (terms, density)
 

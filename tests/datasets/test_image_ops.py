@@ -65,7 +65,7 @@ def test_undecodable_images_name_the_file():
 def test_normalisation_is_the_imagenet_formula():
     image = random_image(7, 9)
     np.testing.assert_array_equal(images.normalize_rows(image), normalize_images(image))
-    np.testing.assert_array_equal(ops.normalize(image).numpy(), normalize_images(image))
+    np.testing.assert_array_equal(ops.normalize_image(image).numpy(), normalize_images(image))
 
 
 @pytest.mark.parametrize(

@@ -91,3 +91,17 @@ def test_unknown_loader():
                            loader="torch")
     with pytest.raises(ValueError, match="loader must be one of"):
         make_eval_dataset("synthetic_crowd", split="val", synthetic=SYNTHETIC, loader="pandas")
+
+
+@pytest.mark.parametrize("options", [dict(split="test", crop_size=512),
+                                     dict(split="test", crop_size=512, min_size_policy="upscale")])
+def test_uint8_training_batches_agree(sha_sample_data_dir, options):
+    tf_batches, grain_batches = both(make_train_dataset, "shanghaitech/part_a", batch_size=1, max_points=1024, seed=1,
+                                     data_dir=sha_sample_data_dir, normalize=False, **options)
+    for a, b in zip(tf_batches, grain_batches):
+        assert a.keys() == b.keys() and a["image"].dtype == b["image"].dtype == np.uint8
+        # Rounding resized values to levels: values within round-off of a half level may land
+        # on either side.
+        assert np.abs(a["image"].astype(int) - b["image"]).max() <= 1
+        for key in a.keys() - {"image"}:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)

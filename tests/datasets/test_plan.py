@@ -204,3 +204,9 @@ def test_knn_head_sizes_matches_hand_computation():
     np.testing.assert_allclose(plan.knn_head_sizes(points[:2]), [3.0, 3.0])
     np.testing.assert_array_equal(plan.knn_head_sizes(points[:1]), [0.0])
     assert plan.knn_head_sizes(np.zeros([0, 2])).shape == (0,)
+
+
+def test_pixel_box_follows_the_flip():
+    assert crop_at(0, 0, hw=(20, 30)).pixel_box(32).tolist() == [0, 0, 20, 30]
+    assert crop_at(0, 0, hw=(20, 30), flip=True).pixel_box(32).tolist() == [0, 2, 20, 32]
+    assert crop_at(5, 3, hw=(80, 90), flip=True).pixel_box(32).tolist() == [0, 0, 32, 32]

@@ -40,7 +40,7 @@ def main(out_path):
         seed=config.seed,
         **dataset_kwargs(config),
     )
-    batches = [{k: b[k] for k in TRAIN_BATCH_KEYS} for b in epoch][:STEPS]
+    batches = [{k: b[k] for k in TRAIN_BATCH_KEYS if k in b} for b in epoch][:STEPS]
     model = create_model(config)
     schedule = create_learning_rate_fn(config.optimizer, len(batches), config.num_train_steps)
     results = {}
