@@ -101,6 +101,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.gl.max_iterations = 2000
     config.loss.gl.threshold = 1e-4
     config.loss.gl.cell_offset = "reference"  # cell positions: "reference" quirk or "centre"
+    # Batch loss from the per-image terms: "reference" (GL's trainer: OT, point and pixel
+    # terms averaged over the batch, entropy terms summed) or "mean" (every total averaged).
+    config.loss.gl.batch_reduction = "reference"
     # Layout of the computation, not its result: "chunked" (fastest on CPU), "dense" (GPU/TPU),
     # "auto" (chunked on CPU, dense elsewhere).
     config.loss.gl.implementation = "auto"

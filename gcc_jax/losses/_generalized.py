@@ -25,6 +25,7 @@ solvers give the dual potentials:
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Mapping
 from typing import Any, Union
 
@@ -37,6 +38,7 @@ from gcc_jax.losses import _generalized_dense as dense
 from gcc_jax.losses._generalized_common import GL_COSTS, CostFn, Hyper, exp_cost, perspective_cost
 
 __all__ = [
+    "GL_BATCH_REDUCTIONS",
     "GL_COSTS",
     "batch_loss",
     "exp_cost",
@@ -48,6 +50,8 @@ __all__ = [
 _DIVERGENCES = ("l1", "l2")
 _SOLVERS = ("reference", "converged")
 _IMPLEMENTATIONS = ("auto", "chunked", "dense")
+# How the per-image terms become the batch loss (see batch_loss).
+GL_BATCH_REDUCTIONS = ("reference", "mean")
 
 
 def _use_chunked(hyper: Hyper) -> bool:
@@ -203,6 +207,7 @@ def generalized_loss(
     max_iterations: int = 2000,
     threshold: float = 1e-4,
     implementation: str = "auto",
+    batch_reduction: str = "reference",
 ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
     """Generalized Loss (GL) of a batch of density maps against head points.
 
@@ -220,7 +225,10 @@ def generalized_loss(
       total   = ot + tau · (pixel + point) + blur · entropy
 
     An image without heads has ``ot = point = pixel = |Σ_k A_k|`` and ``entropy = 0``. The batch
-    loss is ``(1/B) Σ_b total_b``, as the reference reduces it.
+    loss is, by default, the official trainer's
+    ``(1/B) Σ_b (ot + tau · (pixel + point))_b + blur · Σ_b entropy_b`` (the entropy term of
+    each image is not divided by ``B``); ``batch_reduction="mean"`` gives ``(1/B) Σ_b total_b``
+    (:func:`batch_loss`).
 
     Args:
       density: ``[B, h, w]`` non-negative density maps at ``stride``.
@@ -257,10 +265,13 @@ def generalized_loss(
         gradient; fastest on CPUs), ``"dense"`` (full padded matrices vmapped over the batch,
         JAX autodiff; suits GPUs and TPUs), or ``"auto"`` (chunked on CPU, dense elsewhere).
         Both agree to float32 round-off; the chunked one is differentiable in reverse mode only.
+      batch_reduction: ``"reference"`` (the official trainer's: the entropy terms summed over
+        the batch, the others averaged) or ``"mean"`` (every image's total averaged); see
+        :func:`batch_loss`. Equal at batch 1.
 
     Returns:
       ``(loss, terms)``: the scalar batch loss and a dict of ``[B]`` arrays ``ot``, ``point``,
-      ``pixel``, ``entropy``, ``total`` (per image, before the division by ``B``).
+      ``pixel``, ``entropy``, ``total`` (per image, before any division by ``B``).
 
     Raises:
       ValueError: on inconsistent shapes or invalid hyper-parameters.
@@ -275,25 +286,54 @@ def generalized_loss(
         d_pixel=d_pixel, solver=solver, cell_offset=cell_offset,
         max_iterations=max_iterations, threshold=threshold, implementation=implementation,
     )  # fmt: skip
+    _geometry.check_choice("batch_reduction", batch_reduction, GL_BATCH_REDUCTIONS)
     density = jnp.asarray(density)
     terms = _batch_terms(
         density, jnp.asarray(points, density.dtype), jnp.asarray(point_mask, bool), hyper
     )
-    return batch_loss(terms, hyper._asdict()), terms
+    return batch_loss(terms, {"blur": hyper.blur, "batch_reduction": batch_reduction}), terms
 
 
 def batch_loss(terms: Mapping[str, jax.Array], options: Mapping[str, Any]) -> jax.Array:
-    """GL's batch loss from its per-image terms: ``(1/B) Σ_b total_b``.
+    """GL's batch loss from its per-image terms.
+
+    ``batch_reduction="reference"`` reduces the batch as the official trainer does (its
+    ``utils/emd_dot_trainer.py`` divides each image's OT, point and pixel terms by the batch
+    size ``B`` but adds each image's entropy term undivided)::
+
+      loss = (1/B) Σ_b (ot_b + tau · (pixel_b + point_b)) + blur · Σ_b entropy_b
+
+    ``"mean"`` is the plain mean of the per-image totals, ``(1/B) Σ_b total_b``: every term
+    weighted alike, so the loss does not depend on how images are grouped into batches. The
+    two agree at ``B = 1`` (the official setting); at ``B > 1`` the reference weights the
+    entropy ``B`` times more than the mean does.
 
     Args:
-      terms: per-image ``[B]`` arrays of :func:`generalized_loss` (``total`` is read).
-      options: the keyword options of :func:`generalized_loss` (none enters this reduction).
+      terms: per-image ``[B]`` arrays of :func:`generalized_loss` (``total`` and ``entropy``
+        are read).
+      options: the keyword options of :func:`generalized_loss`; ``blur`` (the entropy weight)
+        and ``batch_reduction`` are read, with :func:`generalized_loss`'s defaults when absent.
 
     Returns:
       The scalar batch loss.
+
+    Raises:
+      ValueError: an unknown ``batch_reduction``.
     """
-    del options
-    return jnp.mean(terms["total"])
+    reduction = options.get("batch_reduction", _DEFAULTS["batch_reduction"])
+    _geometry.check_choice("batch_reduction", reduction, GL_BATCH_REDUCTIONS)
+    if reduction == "mean":
+        return jnp.mean(terms["total"])
+    entropy = options.get("blur", _DEFAULTS["blur"]) * terms["entropy"]
+    return jnp.mean(terms["total"] - entropy) + jnp.sum(entropy)
+
+
+# generalized_loss's keyword defaults, for a reduction called with part of its options.
+_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(generalized_loss).parameters.items()
+    if parameter.default is not inspect.Parameter.empty
+}
 
 
 def generalized_loss_potentials(

@@ -94,6 +94,35 @@ def test_empty_image_branch():
     np.testing.assert_allclose(grad, np.full_like(density, 1.6 / 3), rtol=1e-6)
 
 
+@pytest.mark.parametrize("counts", [(5, 0, 12), (7,)])
+def test_batch_reductions(counts):
+    """"reference": GL's trainer (OT, point and pixel terms / B, entropy terms summed);
+    "mean": every image's total / B. Same per-image terms; equal at batch 1."""
+    density, points, mask = random_batch(5, batch=len(counts), counts=counts)
+    kwargs = dict(crop_size=128, blur=0.02, tau=0.3)
+    reference, terms = generalized_loss(density, points, mask, **kwargs)
+    mean, mean_terms = generalized_loss(density, points, mask, batch_reduction="mean", **kwargs)
+    t = {name: np.asarray(value, np.float64) for name, value in terms.items()}
+    np.testing.assert_allclose(
+        reference, np.mean(t["ot"] + 0.3 * (t["pixel"] + t["point"])) + 0.02 * np.sum(t["entropy"]), rtol=1e-6
+    )
+    np.testing.assert_allclose(mean, np.mean(t["total"]), rtol=1e-6)
+    for name in terms:
+        np.testing.assert_array_equal(terms[name], mean_terms[name])
+    if len(counts) == 1:
+        np.testing.assert_allclose(reference, mean, rtol=1e-6)
+    else:  # the entropy (negative) weighs B times more in the reference's batch loss
+        assert reference < mean
+    np.testing.assert_allclose(_generalized.batch_loss(terms, {"blur": 0.02}), reference, rtol=1e-6)
+    np.testing.assert_allclose(_generalized.batch_loss(terms, {"batch_reduction": "mean"}), mean, rtol=1e-6)
+
+
+def test_unknown_batch_reduction_fails():
+    density, points, mask = random_batch(6)
+    with pytest.raises(ValueError, match="batch_reduction"):
+        generalized_loss(density, points, mask, crop_size=128, batch_reduction="sum")
+
+
 def test_empty_zero_map_has_pytorchs_zero_subgradient():
     # The reference's |0 − ΣA| at ΣA = 0 has gradient 0 in PyTorch (jnp.abs would give 1).
     grad = jax.grad(

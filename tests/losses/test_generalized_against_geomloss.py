@@ -44,3 +44,29 @@ def test_matches_official_computation(setting, implementation):
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
     # float32 round-off grows as ε shrinks (blur 0.001: ~1e-4 of the largest entry).
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-3, atol=3e-4 * np.abs(ref_grad).max())
+
+
+def test_default_batch_loss_is_the_official_trainers():
+    """GL's trainer adds each image's entropy term undivided: our default reduction gives its
+    batch loss and gradient, the per-image mean does not (few heads on a small map make the
+    entropy term large enough to tell the two apart well beyond round-off)."""
+    rng = np.random.default_rng(7)
+    counts, crop = (2, 3, 0), 48
+    density = rng.uniform(0.02, 0.2, (len(counts), 6, 6)).astype(np.float32)
+    points = [rng.uniform(0, crop, (m, 2)).astype(np.float32) for m in counts]
+    padded = np.zeros((len(counts), max(counts), 2), np.float32)
+    mask = np.zeros(padded.shape[:2], bool)
+    for b, p in enumerate(points):
+        padded[b, : len(p)], mask[b, : len(p)] = p, True
+    ref_loss, ref_grad = official_gl_value_and_grad(density, points, crop_size=crop)
+
+    def ours(reduction):
+        return jax.value_and_grad(
+            lambda d: generalized_loss(d, padded, mask, crop_size=crop, batch_reduction=reduction)[0]
+        )(density)
+
+    loss, grad = ours("reference")
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-3, atol=1e-4 * np.abs(ref_grad).max())
+    mean_loss, _ = ours("mean")
+    assert abs(mean_loss - ref_loss) > 10 * 1e-5 * abs(ref_loss)
