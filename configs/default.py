@@ -22,6 +22,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from gcc_jax.data import SyntheticCrowdOptions
+from gcc_jax.localization import DEFAULT_THRESHOLD
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -166,7 +167,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # gcc_jax.evaluate --workdir W --split val --choose_threshold` picks the best one on a
     # validation split and stores it in W/localization_threshold.json, which evaluate and
     # gcc_jax.predict then use instead of this value.
-    config.localization.threshold = 0.05
+    config.localization.threshold = DEFAULT_THRESHOLD
     # Fixed matching radii in original-image pixels (metrics loc/f1_r4, loc/f1_r8, ...); data
     # sets with head boxes (NWPU-Crowd, JHU-Crowd++) add NWPU's sigma_s and sigma_l.
     config.localization.radii = (4.0, 8.0)

@@ -37,6 +37,7 @@ from gcc_jax import metrics
 
 __all__ = [
     "DEFAULT_MAX_POINTS",
+    "DEFAULT_THRESHOLD",
     "PeakDetections",
     "ThresholdChoice",
     "choose_threshold",
@@ -48,6 +49,9 @@ __all__ = [
 # Output slots of density_to_points per image. NWPU-Crowd images hold up to ~20k heads, most
 # far fewer; the overflow is reported (PeakDetections.num_peaks) rather than silently lost.
 DEFAULT_MAX_POINTS = 4096
+# Peak threshold of GL's recipe (per-cell density scale), wherever no other one is given:
+# better, one chosen on validation data (choose_threshold).
+DEFAULT_THRESHOLD = 0.05
 
 
 class PeakDetections(NamedTuple):
@@ -187,7 +191,7 @@ def density_to_points(
     density,
     *,
     stride: int = 8,
-    threshold=0.05,
+    threshold=DEFAULT_THRESHOLD,
     window: int = 3,
     max_points: int = DEFAULT_MAX_POINTS,
     image_hw=None,
@@ -282,7 +286,7 @@ def density_to_point_list(
     density,
     *,
     stride: int = 8,
-    threshold: float = 0.05,
+    threshold: float = DEFAULT_THRESHOLD,
     window: int = 3,
     image_hw=None,
     max_points: int | None = None,

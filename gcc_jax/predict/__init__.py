@@ -14,9 +14,11 @@
 ``DIR`` is a training workdir (its best checkpoint and saved config) or a model directory
 written by ``python -m gcc_jax.convert_weights``. The peak threshold is the caller's, else the
 one ``python -m gcc_jax.evaluate --choose_threshold`` stored with the checkpoint, else the
-config's ``localization.threshold``, else :data:`DEFAULT_THRESHOLD` (GL's recipe, 0.05).
+config's ``localization.threshold``, else :data:`DEFAULT_THRESHOLD` (GL's recipe); loading
+the model and resolving these settings is :mod:`gcc_jax.inference`'s.
 """
 
+from gcc_jax.inference import DEFAULT_THRESHOLD, PeakSettings, resolve_localization
 from gcc_jax.predict._outputs import (
     SUMMARY_FIELDS,
     density_overlay,
@@ -25,16 +27,7 @@ from gcc_jax.predict._outputs import (
     write_prediction,
     write_summary,
 )
-from gcc_jax.predict._predictor import (
-    DEFAULT_THRESHOLD,
-    IMAGE_SUFFIXES,
-    PeakSettings,
-    Prediction,
-    Predictor,
-    count,
-    load_image,
-    resolve_localization,
-)
+from gcc_jax.predict._predictor import IMAGE_SUFFIXES, Prediction, Predictor, count, load_image
 from gcc_jax.predict._run import expand_inputs, predict_files
 
 __all__ = [

@@ -31,8 +31,6 @@ indices plus ``pixel_offset``, clipped into the image.
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import logging
 import os
 import pathlib
 from typing import Any, NamedTuple
@@ -41,31 +39,21 @@ import jax
 import numpy as np
 from PIL import Image
 
-from gcc_jax.evaluate import load_model, read_threshold_choice
 from gcc_jax.imagenet import normalize_images
-from gcc_jax.localization import DEFAULT_MAX_POINTS, density_to_points
+from gcc_jax.inference import open_trained_model, resolve_localization
+from gcc_jax.localization import DEFAULT_MAX_POINTS, DEFAULT_THRESHOLD, density_to_points
 from gcc_jax.models import STRIDE, output_shape
-from gcc_jax.training import config as config_lib
 from gcc_jax.training.evaluation import local_eval_mesh
 from gcc_jax.training.mesh import batch_sharding
 from gcc_jax.training.steps import make_predict_fn
 
 __all__ = [
-    "DEFAULT_THRESHOLD",
     "IMAGE_SUFFIXES",
-    "PeakSettings",
     "Prediction",
     "Predictor",
     "count",
     "load_image",
-    "resolve_localization",
 ]
-
-_log = logging.getLogger(__name__)
-
-# The peak threshold of density_to_points (GL's recipe), used when neither the caller nor the
-# checkpoint's stored choice nor its config gives one.
-DEFAULT_THRESHOLD = float(inspect.signature(density_to_points).parameters["threshold"].default)
 # Files a folder argument contributes (lower-case suffixes).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Density cells of halo around each peak-search window: the upsampling reads one cell on each
@@ -170,67 +158,6 @@ def _window_spans(cells: int, padded_cells: int, window_cells: int) -> list[tupl
     ]
 
 
-class PeakSettings(NamedTuple):
-    """How head points are taken from density maps (see :func:`resolve_localization`).
-
-    Attributes:
-      threshold: peak threshold (per-cell density scale).
-      pixel_offset: added to both point coordinates.
-      one_per_plateau: one point per plateau of equal maxima.
-      source: where ``threshold`` came from: ``"argument"``, ``"chosen on <split> (step <s>)"``
-        (stored by ``--choose_threshold``), ``"config"`` or ``"default"``.
-    """
-
-    threshold: float
-    pixel_offset: float
-    one_per_plateau: bool
-    source: str
-
-
-def resolve_localization(
-    checkpoint: str,
-    *,
-    workdir: str | os.PathLike | None = None,
-    config=None,
-    threshold: float | None = None,
-    pixel_offset: float | None = None,
-    one_per_plateau: bool | None = None,
-) -> PeakSettings:
-    """The peak settings to use with a checkpoint, each from the first place that has it.
-
-    Precedence: the explicit argument; the choice ``python -m gcc_jax.evaluate
-    --choose_threshold`` stored beside the checkpoint (:func:`gcc_jax.evaluate.read_threshold_choice`),
-    so predictions use the detector the threshold was chosen for; ``config.localization``;
-    the defaults (:data:`DEFAULT_THRESHOLD`, offset 0, every plateau pixel as in GL's recipe).
-
-    Args:
-      checkpoint: ``"best"`` / ``"latest"`` / a step (with ``workdir``) or a model directory.
-      workdir: the training run's directory.
-      config: the run's config, or ``None``.
-      threshold, pixel_offset, one_per_plateau: explicit values, or ``None``.
-
-    Returns:
-      A :class:`PeakSettings`.
-    """
-    stored = read_threshold_choice(checkpoint, workdir) or {}
-    block = (config.get("localization") if config is not None else None) or {}
-    defaults = {"threshold": DEFAULT_THRESHOLD, "pixel_offset": 0.0, "one_per_plateau": False}
-    explicit = {"threshold": threshold, "pixel_offset": pixel_offset, "one_per_plateau": one_per_plateau}
-    values = {}
-    for name in defaults:
-        for origin, source in (("argument", explicit), ("stored", stored), ("config", block), ("default", defaults)):
-            if source.get(name) is not None:
-                values[name] = (source[name], origin)
-                break
-    origin = values["threshold"][1]
-    if origin == "stored":
-        origin = f"chosen on {stored.get('split')} (step {stored.get('step')})"
-    return PeakSettings(
-        threshold=float(values["threshold"][0]), pixel_offset=float(values["pixel_offset"][0]),
-        one_per_plateau=bool(values["one_per_plateau"][0]), source=origin,
-    )  # fmt: skip
-
-
 class Predictor:
     """A loaded model that counts and locates heads in images of any size.
 
@@ -315,37 +242,23 @@ class Predictor:
             saved config are used) or a model directory (holds ``model.json``: written by
             ``save_variables`` / ``python -m gcc_jax.convert_weights``).
           which: ``"best"``, ``"latest"`` or a step number (workdirs only).
-          threshold, pixel_offset, one_per_plateau: see :func:`resolve_localization`
-            (``None``: the stored choice's, else the config's, else the defaults).
+          threshold, pixel_offset, one_per_plateau: see
+            :func:`gcc_jax.inference.resolve_localization` (``None``: the stored choice's,
+            else the config's, else the defaults).
           **kwargs: the other arguments of :class:`Predictor` (``tile_size``, ...).
 
         Raises:
           FileNotFoundError: ``checkpoint`` is neither kind of directory, or lacks ``which``.
         """
-        path = pathlib.Path(checkpoint)
         mesh = local_eval_mesh(1)
-        if (path / config_lib.CONFIG_FILE).is_file():
-            config = config_lib.load_workdir_config(path)
-            model, variables, step = load_model(str(which), config=config, workdir=path, mesh=mesh)
-            key, workdir = str(which), path
-        elif (path / "model.json").is_file():
-            config = None
-            model, variables, step = load_model(str(path), config=None, mesh=mesh)
-            key, workdir = str(path), None
-        else:
-            raise FileNotFoundError(
-                f"{path} is neither a training workdir (no {config_lib.CONFIG_FILE}) nor a model directory (no model.json)"
-            )
+        trained = open_trained_model(checkpoint, mesh=mesh, which=which)
         peaks = resolve_localization(
-            key, workdir=workdir, config=config, threshold=threshold, pixel_offset=pixel_offset,
-            one_per_plateau=one_per_plateau,
+            trained.checkpoint, workdir=trained.workdir, config=trained.config, threshold=threshold,
+            pixel_offset=pixel_offset, one_per_plateau=one_per_plateau, step=trained.step,
         )  # fmt: skip
-        stored = read_threshold_choice(key, workdir)
-        if stored is not None and stored.get("step") != step:
-            _log.warning("the stored threshold was chosen for step %s; predicting with step %s", stored.get("step"), step)
         return cls(
-            model, variables, mesh, threshold=peaks.threshold, pixel_offset=peaks.pixel_offset,
-            one_per_plateau=peaks.one_per_plateau, step=step, threshold_source=peaks.source, **kwargs,
+            trained.model, trained.variables, mesh, threshold=peaks.threshold, pixel_offset=peaks.pixel_offset,
+            one_per_plateau=peaks.one_per_plateau, step=trained.step, threshold_source=peaks.source, **kwargs,
         )  # fmt: skip
 
     @property
@@ -469,7 +382,7 @@ def count(
       checkpoint: a training workdir or a model directory.
       which: ``"best"``, ``"latest"`` or a step (workdirs).
       threshold: peak threshold; ``None``: the workdir's chosen one, else its config's, else
-        :data:`DEFAULT_THRESHOLD`.
+        :data:`gcc_jax.localization.DEFAULT_THRESHOLD`.
       pixel_offset: added to point coordinates; ``None``: as ``threshold``, default 0.
       one_per_plateau: one point per plateau of equal maxima; ``None``: as ``threshold``,
         default False (GL's recipe).

@@ -10,7 +10,7 @@ not recursive). Per image it writes the files of :mod:`gcc_jax.predict._outputs`
 ``--out``, then ``summary.csv`` / ``summary.json``, and prints a table with the number of
 compiled programs. The peak threshold is ``--threshold``, else the one
 ``python -m gcc_jax.evaluate --choose_threshold`` stored with the checkpoint, else the
-config's, else 0.05 (GL's recipe).
+config's, else GL's recipe (:data:`gcc_jax.localization.DEFAULT_THRESHOLD`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from gcc_jax.localization import DEFAULT_THRESHOLD
 from gcc_jax.predict._outputs import format_table, write_prediction, write_summary
 from gcc_jax.predict._predictor import IMAGE_SUFFIXES, Predictor, load_image
 
@@ -117,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True, help="training workdir or model directory")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--which", default="best", help="best | latest | STEP (training workdirs)")
-    parser.add_argument("--threshold", type=float, default=None, help="peak threshold (default: stored choice, config, 0.05)")
+    parser.add_argument("--threshold", type=float, default=None, help=f"peak threshold (default: stored choice, config, {DEFAULT_THRESHOLD})")
     parser.add_argument("--pixel_offset", type=float, default=None, help="pixels added to point coordinates")
     parser.add_argument(
         "--one_per_plateau", action=argparse.BooleanOptionalAction, default=None,

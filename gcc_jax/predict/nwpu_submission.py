@@ -30,13 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from gcc_jax.evaluate import load_model
+from gcc_jax import inference
 from gcc_jax.localization import density_to_point_list
 from gcc_jax.models import STRIDE
-from gcc_jax.predict._predictor import resolve_localization
 from gcc_jax.training import config as config_lib
-from gcc_jax.training.evaluation import iterate_predictions, local_eval_mesh, make_eval_batches
-from gcc_jax.training.steps import make_predict_fn
+from gcc_jax.training.evaluation import local_eval_mesh
 
 __all__ = [
     "COUNTING_FILE",
@@ -163,19 +161,17 @@ def main(argv) -> None:
         raise ValueError(f"unexpected arguments: {argv[1:]}")
     workdir = flags_.workdir
     config = config_lib.config_for_command(flags_.config, workdir)
-    peaks = resolve_localization(
-        flags_.checkpoint, workdir=workdir, config=config, threshold=flags_.threshold,
-        pixel_offset=flags_.pixel_offset, one_per_plateau=flags_.one_per_plateau,
-    )  # fmt: skip
     mesh = local_eval_mesh(config.eval_batch_size)
-    model, variables, step = load_model(flags_.checkpoint, config=config, workdir=workdir, mesh=mesh)
-    batches = make_eval_batches(config, flags_.split)
-    records = iterate_predictions(make_predict_fn(model.apply, mesh), variables, batches, mesh)
-    paths = write_submission(
-        records, flags_.out, threshold=peaks.threshold, pixel_offset=peaks.pixel_offset,
-        one_per_plateau=peaks.one_per_plateau,
+    trained = inference.load_trained_model(flags_.checkpoint, mesh=mesh, workdir=workdir, config=config)
+    peaks = inference.resolve_localization(
+        flags_.checkpoint, workdir=workdir, config=config, threshold=flags_.threshold,
+        pixel_offset=flags_.pixel_offset, one_per_plateau=flags_.one_per_plateau, step=trained.step,
     )  # fmt: skip
-    print(f"step {step}, {peaks}: wrote {paths[0]} and {paths[1]}")
+    paths = write_submission(
+        inference.predict_split(trained, config, flags_.split, mesh), flags_.out, threshold=peaks.threshold,
+        pixel_offset=peaks.pixel_offset, one_per_plateau=peaks.one_per_plateau,
+    )  # fmt: skip
+    print(f"step {trained.step}, {peaks}: wrote {paths[0]} and {paths[1]}")
 
 
 def _define_flags() -> None:

@@ -32,11 +32,11 @@ import ml_collections
 import numpy as np
 
 from gcc_jax.data import make_train_dataset, train_steps_per_epoch
+from gcc_jax.localization_scoring import LocalizationOptions
 from gcc_jax.training import config as config_lib
 from gcc_jax.training.checkpoints import RunCheckpoints
 from gcc_jax.training.config import dataset_kwargs, pipeline_kwargs
 from gcc_jax.training.evaluation import (
-    LocalizationOptions,
     evaluate,
     local_eval_mesh,
     make_eval_batches,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gcc_jax.evaluate import THRESHOLD_FILE
+from gcc_jax.inference import THRESHOLD_FILE
 from gcc_jax.imagenet import normalize_images
 from gcc_jax.localization import density_to_point_list
 from gcc_jax.models import output_shape

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from gcc_jax.evaluate import evaluate_checkpoint
+from gcc_jax.inference import evaluate_checkpoint
 from gcc_jax.training.config import config_for_command
 from gcc_jax.training import NonFiniteLossError, RunCheckpoints, load_workdir_config, read_metrics, train_and_evaluate
 from tiny_runs import tiny_config

@@ -1,0 +1,363 @@
+"""A trained model and how to read heads off its density maps; evaluating it on a split.
+
+A trained model lives in one of two places:
+
+* a **training workdir** (``train.py --workdir``): resumable checkpoints (``"latest"`` or a
+  step number), the best checkpoint by validation MAE (``"best"``) and the run's
+  ``config.json``, which decides the network (width, the loss's head, dtype);
+* a **model directory** (``python -m gcc_jax.convert_weights``, :func:`gcc_jax.models.save_variables`):
+  variables and a ``model.json`` that decides the network.
+
+:func:`load_trained_model` loads either, given a checkpoint name as the command-line tools
+take it (``"best"`` / ``"latest"`` / a step with a workdir, or a model directory's path);
+:func:`open_trained_model` is the same for one path that is either kind of directory.
+
+Peak settings (threshold, pixel offset, one point per plateau) come, each on its own, from the
+first place that has them (:func:`resolve_localization`): the caller's argument; the choice
+``python -m gcc_jax.evaluate --choose_threshold`` stored beside the checkpoint
+(:data:`THRESHOLD_FILE` in the workdir or the model directory), so predictions use the detector
+the threshold was chosen for; ``config.localization``; the defaults (GL's recipe:
+:data:`DEFAULT_THRESHOLD`, offset 0, every pixel of a plateau).
+
+:func:`evaluate_checkpoint` scores a checkpoint on a split: counting metrics, localization
+metrics at the resolved settings, and optionally the choice of the threshold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax.sharding import Mesh
+
+from gcc_jax.localization import DEFAULT_THRESHOLD
+from gcc_jax.localization_scoring import LocalizationOptions, choose_localization_threshold
+from gcc_jax.models import VGG19Density, load_variables
+from gcc_jax.training import config as config_lib
+from gcc_jax.training.checkpoints import restore_params
+from gcc_jax.training.evaluation import (
+    evaluate_records,
+    iterate_predictions,
+    local_eval_mesh,
+    make_eval_batches,
+    mean_training_count,
+)
+from gcc_jax.training.mesh import replicate, replicated_sharding
+from gcc_jax.training.state import create_model
+from gcc_jax.training.steps import make_predict_fn
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "MODEL_FILE",
+    "THRESHOLD_FILE",
+    "PeakSettings",
+    "TrainedModel",
+    "evaluate_checkpoint",
+    "is_run_checkpoint",
+    "load_trained_model",
+    "open_trained_model",
+    "predict_split",
+    "read_threshold_choice",
+    "resolve_localization",
+    "threshold_path",
+]
+
+_log = logging.getLogger(__name__)
+
+# The localization threshold chosen by --choose_threshold (with its P/R/F1 curve), stored
+# beside the checkpoint it was chosen for: in the workdir, or in the model directory.
+THRESHOLD_FILE = "localization_threshold.json"
+# What marks a model directory (gcc_jax.models.save_variables).
+MODEL_FILE = "model.json"
+_RUN_CHECKPOINTS = ("best", "latest")
+
+
+def is_run_checkpoint(checkpoint: str) -> bool:
+    """Whether ``checkpoint`` names a checkpoint of a workdir (``best``, ``latest``, a step)
+    rather than a model directory."""
+    return checkpoint in _RUN_CHECKPOINTS or checkpoint.isdigit()
+
+
+class TrainedModel(NamedTuple):
+    """A loaded model and where it came from.
+
+    Attributes:
+      model: the ``VGG19Density``.
+      variables: its variables, replicated on the mesh it was loaded for.
+      step: the training step of a workdir checkpoint; ``None`` for a model directory.
+      checkpoint: ``"best"`` / ``"latest"`` / a step (of ``workdir``) or the model directory.
+      workdir: the training workdir, or ``None``.
+      config: the run's config (``None`` for a model directory loaded without one).
+    """
+
+    model: VGG19Density
+    variables: Any
+    step: int | None
+    checkpoint: str
+    workdir: pathlib.Path | None
+    config: ml_collections.ConfigDict | None
+
+
+def load_trained_model(
+    checkpoint: str = "best",
+    *,
+    mesh: Mesh,
+    workdir: str | os.PathLike | None = None,
+    config: ml_collections.ConfigDict | None = None,
+) -> TrainedModel:
+    """The model and variables of a workdir checkpoint or a model directory, placed on ``mesh``.
+
+    Args:
+      checkpoint: ``"best"``, ``"latest"``, a step number (checkpoints of ``workdir``; the
+        network is ``config``'s), or the path of a model directory (its ``model.json`` decides
+        width and head).
+      mesh: the variables are replicated on it.
+      workdir: the training run's directory (for a workdir checkpoint).
+      config: the run's config; needed for a workdir checkpoint. For a model directory only
+        ``config.model.dtype`` is read (``None``: float32).
+
+    Returns:
+      A :class:`TrainedModel`.
+
+    Raises:
+      ValueError: a workdir checkpoint without ``workdir`` or ``config``.
+      FileNotFoundError: no such checkpoint.
+    """
+    checkpoint = str(checkpoint)
+    if is_run_checkpoint(checkpoint):
+        if workdir is None or config is None:
+            raise ValueError(f"--checkpoint={checkpoint} needs --workdir (or give a model directory path)")
+        model = create_model(config)
+        dummy = jnp.zeros((1, config.crop_size, config.crop_size, 3), jnp.float32)
+        shapes = jax.eval_shape(model.init, jax.random.key(0), dummy)["params"]
+        sharding = replicated_sharding(mesh)
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+        params, step = restore_params(workdir, abstract, which=checkpoint)
+        return TrainedModel(model, {"params": params}, step, checkpoint, pathlib.Path(workdir), config)
+    loaded, options = load_variables(checkpoint)
+    dtype = jnp.dtype(config.model.dtype) if config is not None else jnp.float32
+    model = VGG19Density(**options, dtype=dtype)
+    return TrainedModel(model, replicate(loaded, mesh), None, checkpoint, None, config)
+
+
+def open_trained_model(path: str | os.PathLike, *, mesh: Mesh, which: str = "best") -> TrainedModel:
+    """The model of a directory that is a training workdir or a model directory.
+
+    Args:
+      path: a training workdir (holds ``config.json``: its ``which`` checkpoint and saved
+        config are used) or a model directory (holds ``model.json``).
+      mesh: the variables are replicated on it.
+      which: ``"best"``, ``"latest"`` or a step number (workdirs only).
+
+    Raises:
+      FileNotFoundError: ``path`` is neither kind of directory, or lacks ``which``.
+    """
+    path = pathlib.Path(path)
+    if (path / config_lib.CONFIG_FILE).is_file():
+        config = config_lib.load_workdir_config(path)
+        return load_trained_model(str(which), mesh=mesh, workdir=path, config=config)
+    if (path / MODEL_FILE).is_file():
+        return load_trained_model(str(path), mesh=mesh)
+    raise FileNotFoundError(
+        f"{path} is neither a training workdir (no {config_lib.CONFIG_FILE}) nor a model directory (no {MODEL_FILE})"
+    )
+
+
+def threshold_path(checkpoint: str, workdir: str | os.PathLike | None) -> pathlib.Path | None:
+    """Where the chosen threshold of ``checkpoint`` is stored: :data:`THRESHOLD_FILE` in
+    ``workdir`` for a workdir checkpoint, in the model directory otherwise (``None``: no place)."""
+    if is_run_checkpoint(str(checkpoint)):
+        return None if workdir is None else pathlib.Path(workdir) / THRESHOLD_FILE
+    return pathlib.Path(checkpoint) / THRESHOLD_FILE
+
+
+def read_threshold_choice(checkpoint: str, workdir: str | os.PathLike | None = None) -> dict | None:
+    """The record ``--choose_threshold`` stored for ``checkpoint`` (keys ``threshold``,
+    ``pixel_offset``, ``one_per_plateau``, ``setting``, ``f1``, ``precision``, ``recall``, ``split``,
+    ``checkpoint``, ``step``, and the curve), or ``None`` if there is none.
+
+    Raises:
+      ValueError: the file holds no threshold.
+    """
+    path = threshold_path(checkpoint, workdir)
+    if path is None or not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if not isinstance(record, dict) or "threshold" not in record:
+        raise ValueError(f"{path}: not a localization threshold record (no 'threshold')")
+    return record
+
+
+def _write_threshold_choice(path: pathlib.Path, record: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+class PeakSettings(NamedTuple):
+    """How head points are taken from density maps (see :func:`resolve_localization`).
+
+    Attributes:
+      threshold: peak threshold (per-cell density scale).
+      pixel_offset: added to both point coordinates.
+      one_per_plateau: one point per plateau of equal maxima.
+      source: where ``threshold`` came from: ``"argument"``, ``"chosen on <split> (step <s>)"``
+        (stored by ``--choose_threshold``), ``"config"`` or ``"default"``.
+    """
+
+    threshold: float
+    pixel_offset: float
+    one_per_plateau: bool
+    source: str
+
+
+_PEAK_DEFAULTS = {"threshold": DEFAULT_THRESHOLD, "pixel_offset": 0.0, "one_per_plateau": False}
+
+
+def resolve_localization(
+    checkpoint: str,
+    *,
+    workdir: str | os.PathLike | None = None,
+    config=None,
+    threshold: float | None = None,
+    pixel_offset: float | None = None,
+    one_per_plateau: bool | None = None,
+    step: int | None = None,
+    use_stored: bool = True,
+) -> PeakSettings:
+    """The peak settings to use with a checkpoint, each from the first place that has it.
+
+    Precedence: the explicit argument; the choice stored beside the checkpoint
+    (:func:`read_threshold_choice`, skipped when ``use_stored`` is false); ``config.localization``;
+    the defaults (:data:`DEFAULT_THRESHOLD`, offset 0, every plateau pixel as in GL's recipe).
+    When a stored choice is used for another training step than ``step``, a warning says so.
+
+    Args:
+      checkpoint: ``"best"`` / ``"latest"`` / a step (with ``workdir``) or a model directory.
+      workdir: the training run's directory.
+      config: the run's config, or ``None``.
+      threshold, pixel_offset, one_per_plateau: explicit values, or ``None``.
+      step: the training step of the loaded variables (``None`` for a model directory).
+      use_stored: read the stored choice (``False`` while a new one is being chosen).
+
+    Returns:
+      A :class:`PeakSettings`.
+    """
+    stored = (read_threshold_choice(checkpoint, workdir) if use_stored else None) or {}
+    block = (config.get("localization") if config is not None else None) or {}
+    explicit = {"threshold": threshold, "pixel_offset": pixel_offset, "one_per_plateau": one_per_plateau}
+    values, origins = {}, {}
+    for name in _PEAK_DEFAULTS:
+        for origin, source in (("argument", explicit), ("stored", stored), ("config", block), ("default", _PEAK_DEFAULTS)):
+            if source.get(name) is not None:
+                values[name], origins[name] = source[name], origin
+                break
+    if "stored" in origins.values() and stored.get("step") != step:
+        _log.warning(
+            "the stored localization threshold was chosen for step %s; the model is at step %s",
+            stored.get("step"), step,
+        )  # fmt: skip
+    source = origins["threshold"]
+    if source == "stored":
+        source = f"chosen on {stored.get('split')} (step {stored.get('step')})"
+    return PeakSettings(
+        threshold=float(values["threshold"]), pixel_offset=float(values["pixel_offset"]),
+        one_per_plateau=bool(values["one_per_plateau"]), source=source,
+    )  # fmt: skip
+
+
+def predict_split(
+    trained: TrainedModel, config: ml_collections.ConfigDict, split: str | None, mesh: Mesh
+) -> Iterator[dict[str, Any]]:
+    """Per-image records (:func:`gcc_jax.training.iterate_predictions`) of ``trained`` on a
+    split of ``config.dataset``, through the run's evaluation pipeline, on ``mesh``."""
+    predict_fn = make_predict_fn(trained.model.apply, mesh)
+    return iterate_predictions(predict_fn, trained.variables, make_eval_batches(config, split), mesh)
+
+
+def _choice_record(records, options: LocalizationOptions, about: dict) -> dict:
+    """The threshold with the best F1 on ``records``, with its curve, as it is stored."""
+    setting, choice = choose_localization_threshold(records, options)
+    best = int(choice.candidates.tolist().index(choice.threshold))
+    return {
+        "threshold": choice.threshold, "pixel_offset": options.pixel_offset,
+        "one_per_plateau": options.one_per_plateau, "setting": setting,
+        "f1": choice.f1, "precision": float(choice.precision[best]), "recall": float(choice.recall[best]),
+        **about,
+        "candidates": choice.candidates.tolist(), "precision_all": choice.precision.tolist(),
+        "recall_all": choice.recall.tolist(), "f1_all": choice.f1_all.tolist(),
+    }  # fmt: skip
+
+
+def evaluate_checkpoint(
+    config: ml_collections.ConfigDict,
+    *,
+    workdir: str | os.PathLike | None = None,
+    checkpoint: str = "best",
+    split: str | None = None,
+    threshold: float | None = None,
+    pixel_offset: float | None = None,
+    one_per_plateau: bool | None = None,
+    choose_threshold: bool = False,
+) -> dict:
+    """Counting and localization metrics of a checkpoint on a split (this process's devices).
+
+    Args:
+      config: the run's config (data set, model width, loss → head, eval batch size,
+        ``localization``).
+      workdir: the training run's directory (for ``best`` / ``latest`` / a step).
+      checkpoint: ``"best"``, ``"latest"``, a step number (resumable checkpoints of
+        ``workdir``), or the path of a model directory written by ``save_variables`` /
+        ``convert_weights`` (its own ``model.json`` decides width and head).
+      split: split to evaluate (default ``config.dataset.eval_split``).
+      threshold, pixel_offset, one_per_plateau: peak settings; ``None``: see
+        :func:`resolve_localization`.
+      choose_threshold: choose the threshold with the best F1 on this split, store it
+        (:func:`threshold_path`) and report the metrics at it.
+
+    Returns:
+      The metrics of :func:`gcc_jax.training.evaluate` plus ``checkpoint``, ``step`` (or
+      ``None`` for a model directory) and ``split``; with ``choose_threshold`` also
+      ``chosen_threshold`` (the stored record).
+
+    Raises:
+      ValueError: a workdir checkpoint was asked for without ``workdir``; ``choose_threshold``
+        with localization disabled, or with nowhere to store the choice.
+      FileNotFoundError: no such checkpoint.
+    """
+    split = split or config.dataset.eval_split
+    options = LocalizationOptions.from_config(config)
+    if choose_threshold and (options is None or threshold_path(checkpoint, workdir) is None):
+        raise ValueError("--choose_threshold needs config.localization.enabled and a --workdir (or a model directory)")
+    mesh = local_eval_mesh(config.eval_batch_size)
+    trained = load_trained_model(checkpoint, mesh=mesh, workdir=workdir, config=config)
+    if options is not None:
+        peaks = resolve_localization(
+            checkpoint, workdir=workdir, config=config, threshold=threshold, pixel_offset=pixel_offset,
+            one_per_plateau=one_per_plateau, step=trained.step, use_stored=not choose_threshold,
+        )  # fmt: skip
+        options = dataclasses.replace(
+            options, threshold=peaks.threshold, pixel_offset=peaks.pixel_offset, one_per_plateau=peaks.one_per_plateau
+        )
+    records = predict_split(trained, config, split, mesh)
+    chosen = None
+    if choose_threshold:
+        # Kept without their images: a split's density maps are small, its images are not.
+        records = [{k: v for k, v in record.items() if k != "image"} for record in records]
+        about = {"dataset": config.dataset.name, "split": split, "checkpoint": str(checkpoint), "step": trained.step}
+        chosen = _choice_record(records, options, about)
+        _write_threshold_choice(threshold_path(checkpoint, workdir), chosen)
+        options = dataclasses.replace(options, threshold=chosen["threshold"])
+    result = evaluate_records(records, trivial_count=mean_training_count(config, workdir), localization=options)
+    out = {**result.metrics, "checkpoint": str(checkpoint), "step": trained.step, "split": split}
+    if chosen is not None:
+        out["chosen_threshold"] = chosen
+    return out

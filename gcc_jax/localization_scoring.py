@@ -1,0 +1,222 @@
+"""Localization scores over a split: detected heads matched to the annotated ones.
+
+The peaks of each density map (:func:`gcc_jax.localization.density_to_point_list` with the
+:class:`LocalizationOptions`) are matched to the heads (:func:`gcc_jax.metrics.match_points`)
+at fixed radii given in original-image pixels (settings ``r4``, ``r8``, ...) and, where the
+data set has head boxes (NWPU-Crowd, JHU-Crowd++), at the NWPU radii ``sigma_s`` /
+``sigma_l`` of the original boxes. :class:`LocalizationSums` adds TP / FP / FN over the images
+(and, as a vector, over processes) into precision, recall and F1 per setting;
+:func:`choose_localization_threshold` picks the peak threshold with the best F1 of one setting.
+
+The images come as per-image *records* (:func:`gcc_jax.training.iterate_predictions`):
+``density`` ``[h', w']`` (the image's own cells), ``points`` ``[m, 2]`` ``(x, y)`` pixels of
+the evaluated (resized) image, ``boxes`` ``[m, 4]`` or ``None``, ``image_hw``, ``count`` and
+the resize factors ``scale`` / ``scale_xy``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from gcc_jax.localization import DEFAULT_THRESHOLD, ThresholdChoice, choose_threshold, density_to_point_list
+from gcc_jax.metrics import LocalizationAccumulator, nwpu_radii
+from gcc_jax.models import STRIDE
+
+__all__ = [
+    "LocalizationOptions",
+    "LocalizationSums",
+    "choose_localization_threshold",
+    "detect_heads",
+    "localization_radii",
+]
+
+# Radius settings computed from head boxes (metrics.nwpu_radii), beside the fixed radii.
+_BOX_SETTINGS = ("sigma_s", "sigma_l")
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalizationOptions:
+    """How a split's localization is scored (``config.localization``).
+
+    Attributes:
+      threshold: peak threshold of :func:`gcc_jax.localization.density_to_points`
+        (per-cell density scale; GL's recipe: :data:`~gcc_jax.localization.DEFAULT_THRESHOLD`).
+      radii: fixed matching radii in original-image pixels, one setting ``r<radius>`` each
+        (e.g. ``r4``, ``r8``).
+      choose_on: the setting whose F1 :func:`choose_localization_threshold` maximises:
+        ``"auto"`` (``sigma_l`` when the data set has boxes, else the largest fixed radius),
+        ``"sigma_l"``, ``"sigma_s"`` or ``"r<radius>"`` of ``radii``.
+      pixel_offset: added to both coordinates of every detected point
+        (``density_to_points(pixel_offset=...)``). 0 is GL's recipe. A model trained with GL's
+        reference cell positions (``cell_offset="reference"``: cell ``(i, j)`` at
+        ``((j+1)·8, (i+1)·8)``) learns to put each head's mass half a cell above and left of
+        it, so its peaks sit about 4 px up-left of the heads; 4.0 compensates.
+      one_per_plateau: one point per group of equal neighbouring maxima
+        (``density_to_points(one_per_plateau=True)``) instead of the recipe's every pixel of
+        it; the bilinear upsampling's clamping makes such plateaus along every image border.
+    """
+
+    threshold: float = DEFAULT_THRESHOLD
+    radii: tuple[float, ...] = (4.0, 8.0)
+    choose_on: str = "auto"
+    pixel_offset: float = 0.0
+    one_per_plateau: bool = False
+
+    def __post_init__(self):
+        radii = tuple(float(r) for r in self.radii)
+        if not radii or min(radii) <= 0:
+            raise ValueError(f"localization radii must be positive pixels, got {self.radii!r}")
+        object.__setattr__(self, "radii", radii)
+        if not self.threshold >= 0:
+            raise ValueError(f"localization threshold must be >= 0, got {self.threshold!r}")
+        names = ("auto", *_BOX_SETTINGS, *self.fixed_settings)
+        if self.choose_on not in names:
+            raise ValueError(f"localization choose_on={self.choose_on!r} is not one of {names}")
+
+    @property
+    def fixed_settings(self) -> tuple[str, ...]:
+        """Names of the fixed-radius settings, ``r<radius>`` in ``radii`` order."""
+        return tuple(f"r{r:g}" for r in self.radii)
+
+    @classmethod
+    def from_config(cls, config) -> "LocalizationOptions | None":
+        """Options of ``config.localization``; ``None`` when ``enabled`` is false. Configs
+        saved before the block existed get the defaults."""
+        block = config.get("localization") if hasattr(config, "get") else None
+        if block is None:
+            return cls()
+        if not block.get("enabled", True):
+            return None
+        return cls(
+            threshold=float(block.get("threshold", cls.threshold)),
+            radii=tuple(block.get("radii", cls.radii)),
+            choose_on=block.get("choose_on", cls.choose_on),
+            pixel_offset=float(block.get("pixel_offset", cls.pixel_offset)),
+            one_per_plateau=bool(block.get("one_per_plateau", cls.one_per_plateau)),
+        )
+
+
+def localization_radii(record: Mapping[str, Any], radii: Sequence[float]) -> dict[str, Any]:
+    """Matching radii of one image's heads, in the pixels of the evaluated (resized) image.
+
+    The settings are defined in original-image pixels and scaled by the record's ``scale``
+    (exact for the isotropic resize rules; the geometric mean of the two factors under
+    ``"dmcount_fit"``). ``sigma_s`` / ``sigma_l`` come from the head boxes mapped back to
+    original pixels (rounded to 0.01 px, which undoes the float32 round-off of the resize
+    before ``int()`` truncates the half-sizes, as the NWPU ground truth does).
+
+    Args:
+      record: a per-image record (``scale``, optional ``scale_xy`` and
+        ``boxes`` ``[m, 4]`` resized pixels or ``None``).
+      radii: fixed radii in original pixels.
+
+    Returns:
+      ``{"r4": radius, ..., "sigma_s": [m], "sigma_l": [m]}`` (the sigma entries only when the
+      record has boxes).
+    """
+    scale = float(record["scale"])
+    settings: dict[str, Any] = {f"r{float(r):g}": float(r) * scale for r in radii}
+    boxes = record.get("boxes")
+    if boxes is not None:
+        scale_xy = np.asarray(record.get("scale_xy", (scale, scale)), np.float64)
+        original = np.round(np.asarray(boxes, np.float64).reshape(-1, 4) / np.tile(scale_xy, 2), 2)
+        sigma_s, sigma_l = nwpu_radii(original)
+        settings["sigma_s"] = sigma_s * scale
+        settings["sigma_l"] = sigma_l * scale
+    return settings
+
+
+def detect_heads(record: Mapping[str, Any], options: LocalizationOptions) -> np.ndarray:
+    """Head points ``[n, 2]`` ``(x, y)`` of a record's density map, inside its image (pixels of
+    the evaluated image), found with ``options``' threshold, offset and plateau rule."""
+    return density_to_point_list(
+        record["density"], stride=STRIDE, threshold=options.threshold, image_hw=record["image_hw"],
+        pixel_offset=options.pixel_offset, one_per_plateau=options.one_per_plateau,
+    )[0]
+
+
+class LocalizationSums:
+    """TP / FP / FN of every radius setting over records, mergeable over processes as a vector."""
+
+    def __init__(self, options: LocalizationOptions):
+        self.options = options
+        self.names = (*options.fixed_settings, *_BOX_SETTINGS)
+        self.accumulators = {name: LocalizationAccumulator() for name in self.names}
+        self.num_box_images = 0
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        """Scores one annotated record."""
+        predicted = detect_heads(record, self.options)
+        radii = localization_radii(record, self.options.radii)
+        self.num_box_images += "sigma_l" in radii
+        for name, radius in radii.items():
+            self.accumulators[name].add(predicted, record["points"], radius)
+
+    def sums(self) -> np.ndarray:
+        """The counts as one float64 vector (add the vectors of several processes to merge)."""
+        parts = [self.accumulators[name].sums() for name in self.names]
+        return np.concatenate([*parts, [self.num_box_images]]).astype(np.float64)
+
+    def results(self, sums: np.ndarray) -> dict[str, float]:
+        """Metrics from merged :meth:`sums`: ``loc/{precision,recall,f1}_<setting>``."""
+        sums = np.rint(sums).astype(np.int64)
+        names = self.names if sums[-1] else self.options.fixed_settings
+        out = {"loc/threshold": self.options.threshold}
+        for k, name in enumerate(names):
+            result = LocalizationAccumulator.from_sums(sums[3 * k : 3 * k + 3]).result()
+            for metric in ("precision", "recall", "f1"):
+                out[f"loc/{metric}_{name}"] = result[metric]
+        return out
+
+
+def choose_localization_threshold(
+    records: Sequence[Mapping[str, Any]],
+    options: LocalizationOptions = LocalizationOptions(),
+    *,
+    candidates=None,
+) -> tuple[str, ThresholdChoice]:
+    """The peak threshold with the best localization F1 on (validation) records.
+
+    :func:`gcc_jax.localization.choose_threshold` over the annotated records, with the radii
+    of the setting ``options.choose_on`` (see :func:`localization_radii`), so the F1 it
+    reports equals the ``loc/f1_<setting>`` of
+    :func:`gcc_jax.training.evaluate_records` at the chosen threshold.
+    Runs on this process's records only.
+
+    Args:
+      records: per-image records (their ``image`` entries are not needed).
+      options: the radius settings and ``choose_on``.
+      candidates: thresholds to try (default: ``choose_threshold``'s 0.01, 0.02, ..., 0.30).
+
+    Returns:
+      ``(setting, choice)``: the setting name used (e.g. ``"sigma_l"``, ``"r8"``) and the
+      :class:`~gcc_jax.localization.ThresholdChoice`.
+
+    Raises:
+      ValueError: no annotated record, or ``choose_on`` names box radii the records lack.
+    """
+    annotated = [r for r in records if np.isfinite(r["count"])]
+    if not annotated:
+        raise ValueError("choose_localization_threshold: no annotated record")
+    radii = [localization_radii(r, options.radii) for r in annotated]
+    setting = options.choose_on
+    if setting == "auto":
+        setting = "sigma_l" if "sigma_l" in radii[0] else options.fixed_settings[int(np.argmax(options.radii))]
+    if any(setting not in r for r in radii):
+        raise ValueError(f"localization choose_on={setting!r}: the records have no head boxes")
+    kwargs = {} if candidates is None else {"candidates": candidates}
+    choice = choose_threshold(
+        [r["density"] for r in annotated],
+        [r["points"] for r in annotated],
+        [r[setting] for r in radii],
+        stride=STRIDE,
+        image_hw=np.asarray([r["image_hw"] for r in annotated]),
+        pixel_offset=options.pixel_offset,
+        one_per_plateau=options.one_per_plateau,
+        **kwargs,
+    )
+    return setting, choice
