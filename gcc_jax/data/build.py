@@ -11,6 +11,13 @@ omitted). ``make_train_dataset`` / ``make_eval_dataset`` call :func:`load_builde
 lazily on first use when given ``manual_dir``. Options ``--on_bad_example skip`` and
 ``--out_of_image {drop,raise,clip,keep}`` set the bad-input policy (see
 :class:`gcc_jax.data._builder_base.CrowdBuilder`).
+
+ArrayRecord files are read by index (``tfds.data_source(name, data_dir=...)``,
+``builder.as_data_source()``), which the project's pipelines need for a global shuffle and
+per-process shards; TFDS cannot stream them as a ``tf.data.Dataset`` (``tfds.load`` and
+``builder.as_dataset`` raise ``NotImplementedError``). ``--file_format tfrecord`` writes a
+copy for ``tfds.load(name, data_dir=..., builder_kwargs={"file_format": "tfrecord"})``
+instead; keep it in a data directory of its own, since the pipelines cannot read it.
 """
 
 from __future__ import annotations
@@ -27,7 +34,10 @@ from gcc_jax.data import jhu_crowd, nwpu_crowd, shanghaitech, ucf_qnrf  # noqa: 
 from gcc_jax.data._builder_base import BAD_EXAMPLE_POLICIES, OUT_OF_IMAGE_POLICIES
 from gcc_jax.data.catalog import DATASETS, get_spec
 
-__all__ = ["build_dataset", "load_builder", "main"]
+__all__ = ["FILE_FORMATS", "build_dataset", "load_builder", "main"]
+
+# ArrayRecord (random access: the pipelines and tfds.data_source) or TFRecord (tfds.load).
+FILE_FORMATS = ("array_record", "tfrecord")
 
 _log = logging.getLogger(__name__)
 
@@ -46,6 +56,7 @@ def build_dataset(
     data_dir=None,
     on_bad_example: str = "raise",
     out_of_image: str = "drop",
+    file_format: str = "array_record",
 ) -> tfds.core.DatasetBuilder:
     """Prepares one data set from its raw files (a no-op if already prepared).
 
@@ -56,14 +67,19 @@ def build_dataset(
       data_dir: where TFDS keeps prepared data (``None`` = TFDS's default).
       on_bad_example: ``"raise"`` or ``"skip"``.
       out_of_image: ``"drop"``, ``"raise"``, ``"clip"`` or ``"keep"``.
+      file_format: ``"array_record"`` (what the pipelines read) or ``"tfrecord"`` (for
+        ``tfds.load``; see the module docstring).
 
     Returns:
       The prepared ``tfds`` builder (``builder.info.metadata`` lists what was skipped,
       dropped or ignored).
     """
+    if file_format not in FILE_FORMATS:
+        raise ValueError(f"file_format must be one of {FILE_FORMATS}, got {file_format!r}")
     builder = tfds.builder(
-        _tfds_name(name), data_dir=data_dir, on_bad_example=on_bad_example, out_of_image=out_of_image
-    )
+        _tfds_name(name), data_dir=data_dir, on_bad_example=on_bad_example, out_of_image=out_of_image,
+        file_format=file_format,
+    )  # fmt: skip
     if builder.is_prepared():
         _log.info("%s is already prepared in %s", name, builder.data_dir)
         return builder
@@ -76,7 +92,7 @@ def build_dataset(
     start = time.perf_counter()
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)),
-        file_format="array_record",
+        file_format=file_format,
     )
     _log.info("Built %s in %.1f s into %s", name, time.perf_counter() - start, builder.data_dir)
     return builder
@@ -118,6 +134,11 @@ def main(argv=None) -> None:
     parser.add_argument("--data_dir", default=None, help="TFDS data directory (default: ~/tensorflow_datasets)")
     parser.add_argument("--on_bad_example", default="raise", choices=BAD_EXAMPLE_POLICIES)
     parser.add_argument("--out_of_image", default="drop", choices=OUT_OF_IMAGE_POLICIES)
+    parser.add_argument(
+        "--file_format", default="array_record", choices=FILE_FORMATS,
+        help="array_record (read by the training / evaluation pipelines and tfds.data_source) or "
+        "tfrecord (for tfds.load, in a data_dir of its own)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for name in args.dataset:
@@ -128,6 +149,7 @@ def main(argv=None) -> None:
             data_dir=args.data_dir,
             on_bad_example=args.on_bad_example,
             out_of_image=args.out_of_image,
+            file_format=args.file_format,
         )
         splits = ", ".join(f"{split}: {info.num_examples}" for split, info in builder.info.splits.items())
         metadata = builder.info.metadata or {}

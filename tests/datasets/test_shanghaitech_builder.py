@@ -100,3 +100,24 @@ def test_image_without_annotation_fails_or_is_skipped(tmp_path, warnings_log):
     skipped = builder.info.metadata["skipped"]
     assert len(skipped) == 1 and skipped[0]["file"].endswith("IMG_2.jpg") and skipped[0]["split"] == "train"
     assert "IMG_2.jpg" in warnings_log.text
+
+
+def test_how_tfds_users_read_the_prepared_data(tmp_path):
+    """The README's recipes: the default ArrayRecord build is read by index with
+    tfds.data_source (tfds.load cannot stream it); a tfrecord build is read by tfds.load."""
+    build_dataset("shanghaitech/part_a", manual_dir=SAMPLE_DIR, data_dir=tmp_path / "array_record")
+    source = tfds.data_source("shanghaitech/part_a", split="train", data_dir=tmp_path / "array_record")
+    by_name = {source[i]["image/filename"].decode(): source[i] for i in range(len(source))}
+    np.testing.assert_array_equal(by_name["IMG_4.jpg"]["points"], real_points("part_A", "train", "IMG_4"))
+    with pytest.raises(NotImplementedError, match="as_data_source"):
+        tfds.load("shanghaitech/part_a", split="train", data_dir=tmp_path / "array_record")
+
+    build_dataset("shanghaitech/part_a", manual_dir=SAMPLE_DIR, data_dir=tmp_path / "tfrecord", file_format="tfrecord")
+    streamed = tfds.load(
+        "shanghaitech/part_a", split="train", data_dir=tmp_path / "tfrecord", builder_kwargs={"file_format": "tfrecord"}
+    )
+    by_name = {ex["image/filename"].decode(): ex for ex in tfds.as_numpy(streamed)}
+    assert sorted(by_name) == ["IMG_3.jpg", "IMG_4.jpg"]
+    np.testing.assert_array_equal(by_name["IMG_4.jpg"]["points"], real_points("part_A", "train", "IMG_4"))
+    with pytest.raises(ValueError, match="file_format must be one of"):
+        build_dataset("shanghaitech/part_a", manual_dir=SAMPLE_DIR, data_dir=tmp_path / "x", file_format="parquet")
