@@ -12,6 +12,7 @@ that do not fit are handed over encoded and decoded inside the parallel map.
 
 from __future__ import annotations
 
+import functools
 from typing import Iterator
 
 import numpy as np
@@ -32,6 +33,13 @@ except (RuntimeError, ValueError):  # devices already initialised by the caller
     pass
 
 
+def _decode_now(encoded: bytes, filename: str) -> np.ndarray:
+    try:
+        return ops.decode_image(encoded).numpy()
+    except tf.errors.InvalidArgumentError as error:
+        raise ValueError(f"cannot decode image {filename}: {error.message}") from error
+
+
 def _train_pixels(example: TrainExample, source, *, crop_size: int, cache_bytes: int):
     """``(encoded bytes, uint8 pixels, needs_resize, corner)``: one of the two images is empty."""
     crop = example.crop
@@ -44,13 +52,48 @@ def _train_pixels(example: TrainExample, source, *, crop_size: int, cache_bytes:
             encoded = example.read_image()
             if not image_cache.has_room(crop.image_hw[0] * crop.image_hw[1] * 3, max_bytes=cache_bytes):
                 return encoded, _NO_PIXELS, needs_resize, corner
-            pixels = image_cache.get_or_decode(key, lambda: ops.decode_image(encoded).numpy(), max_bytes=cache_bytes)
+            pixels = image_cache.get_or_decode(key, lambda: _decode_now(encoded, example.filename), max_bytes=cache_bytes)
     else:
         pixels = example.read_image()
     if not needs_resize:  # hand over the window only
         pixels = pixels[crop.top : crop.top + crop_size, crop.left : crop.left + crop_size]
         corner = np.zeros([2], np.int32)
     return b"", pixels, needs_resize, corner
+
+
+_IMAGE_KEYS = ("encoded", "pixels", "needs_resize", "corner", "resized_hw", "upscaled_hw", "flip")
+
+
+@functools.lru_cache(maxsize=16)
+def _train_transform(crop_size: int, max_points: int, normalize: bool):
+    """The generator's output signature and the map function of a training pipeline.
+
+    Traced once per setting and reused by every epoch's pipeline: tracing the map function
+    costs ~0.4 s of CPU, which an epoch of a few hundred images would otherwise pay each time.
+    """
+    signature = {
+        "encoded": tf.TensorSpec([], tf.string), "pixels": tf.TensorSpec([None, None, 3], tf.uint8),
+        "needs_resize": tf.TensorSpec([], tf.bool), "corner": tf.TensorSpec([2], tf.int32),
+        "resized_hw": tf.TensorSpec([2], tf.int32), "upscaled_hw": tf.TensorSpec([2], tf.int32),
+        "flip": tf.TensorSpec([], tf.bool), "points": tf.TensorSpec([max_points, 2], tf.float32),
+        "point_mask": tf.TensorSpec([max_points], tf.bool), "targets": tf.TensorSpec([max_points], tf.float32),
+        "num_points": tf.TensorSpec([], tf.int32), "num_dropped": tf.TensorSpec([], tf.int32),
+        "st_size": tf.TensorSpec([], tf.float32),
+    }  # fmt: skip
+    if not normalize:
+        signature["crop_box"] = tf.TensorSpec([4], tf.int32)
+
+    @tf.function(input_signature=[signature], autograph=False)
+    def transform(item):
+        image = tf.cond(tf.size(item["pixels"]) > 0, lambda: item["pixels"], lambda: ops.decode_image(item["encoded"]))
+        out = {key: value for key, value in item.items() if key not in _IMAGE_KEYS}
+        out["image"] = ops.crop_train_image(
+            image, needs_resize=item["needs_resize"], resized_hw=item["resized_hw"], upscaled_hw=item["upscaled_hw"],
+            corner=item["corner"], flip=item["flip"], crop_size=crop_size, normalize=normalize,
+        )  # fmt: skip
+        return out
+
+    return signature, transform
 
 
 def train_batches(examples: TrainExamples, order: list[int], *, batch_size: int, parallelism: int | None,
@@ -71,31 +114,19 @@ def train_batches(examples: TrainExamples, order: list[int], *, batch_size: int,
                 "flip": example.crop.flip, **example.points,
             }  # fmt: skip
 
-    signature = {
-        "encoded": tf.TensorSpec([], tf.string), "pixels": tf.TensorSpec([None, None, 3], tf.uint8),
-        "needs_resize": tf.TensorSpec([], tf.bool), "corner": tf.TensorSpec([2], tf.int32),
-        "resized_hw": tf.TensorSpec([2], tf.int32), "upscaled_hw": tf.TensorSpec([2], tf.int32),
-        "flip": tf.TensorSpec([], tf.bool), "points": tf.TensorSpec([max_points, 2], tf.float32),
-        "point_mask": tf.TensorSpec([max_points], tf.bool), "targets": tf.TensorSpec([max_points], tf.float32),
-        "num_points": tf.TensorSpec([], tf.int32), "num_dropped": tf.TensorSpec([], tf.int32),
-        "st_size": tf.TensorSpec([], tf.float32),
-    }  # fmt: skip
-    if not examples.normalize:
-        signature["crop_box"] = tf.TensorSpec([4], tf.int32)
-    image_keys = ("encoded", "pixels", "needs_resize", "corner", "resized_hw", "upscaled_hw", "flip")
-
-    def transform(item):
-        image = tf.cond(tf.size(item["pixels"]) > 0, lambda: item["pixels"], lambda: ops.decode_image(item["encoded"]))
-        out = {key: value for key, value in item.items() if key not in image_keys}
-        out["image"] = ops.crop_train_image(
-            image, needs_resize=item["needs_resize"], resized_hw=item["resized_hw"], upscaled_hw=item["upscaled_hw"],
-            corner=item["corner"], flip=item["flip"], crop_size=crop_size, normalize=examples.normalize,
-        )  # fmt: skip
-        return out
-
+    signature, transform = _train_transform(crop_size, max_points, examples.normalize)
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
     dataset = dataset.map(transform, num_parallel_calls=parallelism or tf.data.AUTOTUNE, deterministic=True)
-    return _with_options(dataset.batch(batch_size).prefetch(prefetch)).as_numpy_iterator()
+    return _numpy_batches(dataset.batch(batch_size).prefetch(prefetch))
+
+
+def _numpy_batches(dataset: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
+    # An exception in the generator reaches us wrapped in a TensorFlow error; bad input raises
+    # ValueError (naming the file where the generator knew it) as in the Grain pipeline.
+    try:
+        yield from _with_options(dataset).as_numpy_iterator()
+    except tf.errors.InvalidArgumentError as error:
+        raise ValueError(f"input pipeline failed: {error.message}") from error
 
 
 def _with_options(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -137,4 +168,4 @@ def eval_batches(examples: EvalExamples, order: list[int], *, batch_size: int, p
 
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
     dataset = dataset.map(transform, num_parallel_calls=parallelism or tf.data.AUTOTUNE, deterministic=True)
-    return _with_options(dataset.padded_batch(batch_size).prefetch(prefetch)).as_numpy_iterator()
+    return _numpy_batches(dataset.padded_batch(batch_size).prefetch(prefetch))

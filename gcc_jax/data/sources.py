@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import re
 
 import numpy as np
@@ -43,7 +44,10 @@ class TfdsSource:
     def __init__(self, builder: tfds.core.DatasetBuilder, split: str, boxes: str | None):
         split = _clamp_absolute_slices(split, builder)
         self._records = builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
-        self.cache_key = (str(builder.data_dir), split)
+        # The folder, the split and when it was prepared: a data set rebuilt in place while this
+        # process runs is not confused with the old one by the caches of decoded images.
+        info = os.path.join(str(builder.data_dir), "dataset_info.json")
+        self.cache_key = (str(builder.data_dir), split, os.stat(info).st_mtime_ns if os.path.exists(info) else None)
         self._boxes = boxes
         self.has_boxes = boxes is not None
 

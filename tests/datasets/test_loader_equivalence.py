@@ -105,3 +105,37 @@ def test_uint8_training_batches_agree(sha_sample_data_dir, options):
         assert np.abs(a["image"].astype(int) - b["image"]).max() <= 1
         for key in a.keys() - {"image"}:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+class _CorruptSource:
+    """One stored example whose JPEG is cut short after its header."""
+
+    encoded, has_boxes, cache_key = True, False, ("corrupt", "train")
+
+    def __init__(self, data: bytes):
+        self._data = data
+
+    def __len__(self):
+        return 1
+
+    def read(self, index):
+        return {"image": self._data, "points": np.zeros([0, 2], np.float32), "count": np.float32(0),
+                "filename": "IMG_77.jpg"}
+
+
+@pytest.mark.parametrize("loader", ["tf.data", "grain"])
+def test_a_corrupt_image_names_its_file(loader):
+    from gcc_jax.data import _grain, _tf_data
+    from gcc_jax.data.examples import TrainExamples
+    from gcc_jax.data.plan import ResizeRule
+    from raw_layouts import SAMPLE_DIR
+
+    data = (SAMPLE_DIR / "part_B/train_data/images/IMG_3.jpg").read_bytes()
+    backend = {"tf.data": _tf_data, "grain": _grain}[loader]
+    for broken in (data[:3000], b"not an image at all"):  # truncated pixels; no readable header
+        examples = TrainExamples(_CorruptSource(broken), seed=0, epoch=0, rule=ResizeRule(), crop_size=64,
+                                 max_points=8, min_size_policy="pad", flip=True, min_fraction=0.3,
+                                 head_size_range=(4.0, 128.0))  # fmt: skip
+        image_cache.clear()
+        with pytest.raises(ValueError, match="IMG_77.jpg"):
+            list(backend.train_batches(examples, [0], batch_size=1, parallelism=1, prefetch=1, cache_bytes=2**30))
