@@ -62,7 +62,7 @@ def make_inputs(batch: int, crop: int, max_points: int, seed: int) -> dict[str, 
 
 
 def _config(loss: str, *, width: float, crop: int, batch: int, max_points: int):
-    from gcc_jax.training import load_config_module
+    from gcc_jax.training import load_config_module, resolve_recipe
 
     config = load_config_module(ROOT / "configs" / "default.py").get_config()
     config.loss.name = loss
@@ -71,7 +71,7 @@ def _config(loss: str, *, width: float, crop: int, batch: int, max_points: int):
     config.batch_size = batch
     config.dataset.max_points = max_points
     config.optimizer.warmup_epochs = 0
-    return config
+    return resolve_recipe(config)
 
 
 class JaxStep:

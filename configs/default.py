@@ -11,11 +11,32 @@ the command line; the config is locked, so a mistyped name fails::
 a few seconds (narrow model, small crop, a few steps, a few evaluation images) for checking
 that a setup works end to end, in the manner of big_vision's ``runlocal``.
 
-Defaults follow the official GL code (jia-wan/GeneralizedLoss-Counting-Pytorch, ``train.py``
-and ``utils/emd_dot_trainer.py``): Adam, lr 1e-5, weight decay 1e-5 (L2 added to the gradient,
-as torch's ``Adam(weight_decay=...)``), batch 1, crop 512, linear warm-up of the learning rate
-over the first 10 epochs (one step per epoch: ``lr · (e + 1) / 10`` in epoch ``e``), validation
-every 5 epochs, 500 epochs.
+Training recipes. The fields marked *recipe* below are ``None`` here: when the run starts they
+take the values of the official trainer of ``config.loss.name``
+(:mod:`gcc_jax.training.recipes`), unless a config file or the command line set them. So
+``--config.loss.name=bl`` alone trains with BL's recipe and an explicit
+``--config.optimizer.learning_rate=...`` still wins; the workdir's ``config.json`` shows the
+resolved values and the log says where each came from:
+
+=========================== ============ ============ ============
+field                       GL           BL           DM-Count
+=========================== ============ ============ ============
+optimizer.learning_rate     1e-5         1e-5         1e-5
+optimizer.weight_decay      1e-5         1e-4         1e-4
+optimizer.warmup_epochs     10           0            0
+batch_size                  1            1            10
+num_epochs                  500          1000         1000
+eval_every_epochs           5            5            5 (NWPU 50)
+dataset.min_size_policy     pad          pad          upscale
+=========================== ============ ============ ============
+
+Sources: GL ``train.py`` and ``utils/emd_dot_trainer.py`` (warm-up ``lr · (e + 1) / 10`` in
+epoch ``e < 10``, set once per epoch) of jia-wan/GeneralizedLoss-Counting-Pytorch; BL
+``train.py`` of ZhihengCV/Bayesian-Crowd-Counting; DM-Count ``train.py`` and
+``datasets/dataset_cfg.json`` (per data set: crop, ``val_epoch``) and ``datasets/crowd.py``
+(upscaling) of cvlab-stonybrook/DM-Count. L2 (no official trainer) trains with GL's recipe.
+All three use ``torch.optim.Adam(lr, weight_decay)``: L2 added to the gradient before Adam's
+scaling, which :func:`gcc_jax.training.create_optimizer` reproduces.
 """
 
 import ml_collections
@@ -46,8 +67,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Split evaluated during training (validation curve, best checkpoint).
     config.dataset.eval_split = "test"
     # Images whose shorter side is below the crop: "pad" (bottom / right, ImageNet mean colour)
-    # or "upscale" (DM-Count's rule).
-    config.dataset.min_size_policy = "pad"
+    # or "upscale" (DM-Count's rule). Recipe: DM-Count upscale, GL / BL pad.
+    config.dataset.min_size_policy = config_dict.placeholder(str)
     # Head points per training crop after padding (fixed shapes for jit); a crop with more
     # heads loses the extra ones with a logged warning, so keep it above the densest crop.
     config.dataset.max_points = 2048
@@ -68,7 +89,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Side of the square training crops in pixels (GL's default; see each dataset config).
     config.crop_size = 512
     # Global training batch (all devices of all hosts); must be a multiple of the device count.
-    config.batch_size = 1
+    # Recipe: GL 1, BL 1, DM-Count 10.
+    config.batch_size = config_dict.placeholder(int)
     # Evaluation images per batch on each process (the references evaluate one image at a time).
     config.eval_batch_size = 1
 
@@ -126,14 +148,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.l2.adaptive = False  # geometry-adaptive kernels instead of sigma
 
     config.optimizer = ml_collections.ConfigDict()
-    # Peak learning rate of Adam (all three references: 1e-5).
-    config.optimizer.learning_rate = 1e-5
+    # Peak learning rate of Adam. Recipe: 1e-5 (all three references).
+    config.optimizer.learning_rate = config_dict.placeholder(float)
     # L2 weight decay as torch.optim.Adam applies it (wd · θ added to the gradient *before*
-    # Adam's scaling, not AdamW's decoupled decay): GL 1e-5; BL and DM-Count use 1e-4.
-    config.optimizer.weight_decay = 1e-5
+    # Adam's scaling, not AdamW's decoupled decay). Recipe: GL 1e-5, BL and DM-Count 1e-4.
+    config.optimizer.weight_decay = config_dict.placeholder(float)
     # Warm-up epochs: lr · (e + 1) / warmup_epochs in epoch e < warmup_epochs, as GL's trainer
-    # does (a step per epoch); 0 = constant lr.
-    config.optimizer.warmup_epochs = 10
+    # does (a step per epoch); 0 = constant lr. Recipe: GL 10, BL and DM-Count 0.
+    config.optimizer.warmup_epochs = config_dict.placeholder(int)
     # Learning-rate schedule after the warm-up: "constant" (the references) or "cosine" (down
     # to 0 at the last step).
     config.optimizer.schedule = "constant"
@@ -142,12 +164,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.b2 = 0.999
     config.optimizer.eps = 1e-8
 
-    # Length of the run in epochs over the training split (GL: 500).
-    config.num_epochs = 500
+    # Length of the run in epochs over the training split. Recipe: GL 500, BL and DM-Count 1000.
+    config.num_epochs = config_dict.placeholder(int)
     # If positive, stop after this many steps instead (overrides num_epochs).
     config.num_train_steps = -1
-    # Evaluate every this many epochs (GL validates every 5); also at step 0 and at the end.
-    config.eval_every_epochs = 5
+    # Evaluate every this many epochs; also at step 0 and at the end. Recipe: 5 (DM-Count on
+    # NWPU-Crowd: 50).
+    config.eval_every_epochs = config_dict.placeholder(int)
     # Average the training metrics over and write them every this many steps.
     config.log_every_steps = 100
     # Save a resumable checkpoint every this many steps (and at the end of the run).

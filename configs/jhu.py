@@ -1,4 +1,4 @@
-"""JHU-Crowd++, GL loss, VGG19 from ImageNet weights.
+"""JHU-Crowd++, GL loss (or BL / DM-Count / L2 with their own recipes), VGG19 from ImageNet weights.
 
     python -m gcc_jax.convert_weights vgg19-dcbb9e9d.pth /data/vgg19_imagenet --variant gl
     python train.py --config configs/jhu.py --workdir runs/jhu \\
@@ -6,14 +6,20 @@
         --config.model.init_checkpoint=/data/vgg19_imagenet
     python -m gcc_jax.evaluate --workdir runs/jhu --split test
 
-Hardware: sized like the official code, one GPU with batch 1 (2272 steps per epoch);
+Hardware: sized like the official GL code, one GPU with batch 1 (2272 steps per epoch);
 images are resized so the shorter side lies in [512, 2048] (BL / GL rule). On N devices set
 ``--config.batch_size`` to a multiple of N.
 
 Settings and their sources:
 - crop 512: GL's default crop (no reference code publishes a JHU setting);
-- GL hyper-parameters (docs/losses.md), Adam lr 1e-5, weight decay 1e-5, warm-up over 10 epochs,
-  500 epochs, validation every 5 epochs: GL's official ``train.py`` / trainer;
+- GL hyper-parameters (docs/losses.md): GL's official ``train.py``;
+- the training recipe follows ``config.loss.name`` unless set explicitly (table and sources in
+  ``configs/default.py``): GL (the default) Adam lr 1e-5, weight decay 1e-5, warm-up over 10
+  epochs, batch 1, 500 epochs, validation every 5 (GL's ``train.py`` and
+  ``utils/emd_dot_trainer.py``); ``--config.loss.name=bl``: weight decay 1e-4, no warm-up,
+  1000 epochs (BL's ``train.py``); ``--config.loss.name=dm_count``: weight decay 1e-4, batch
+  10, 1000 epochs, images below the crop upscaled (DM-Count's ``train.py``,
+  ``datasets/crowd.py``);
 - validation on ``val``; the reported numbers are on ``test``.
 
 Reference result (GL paper, Wan, Liu & Chan, CVPR 2021; JHU-Crowd++ test): MAE 59.9, RMSE 259.5.

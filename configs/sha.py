@@ -1,4 +1,4 @@
-"""ShanghaiTech Part A, GL loss, VGG19 from ImageNet weights.
+"""ShanghaiTech Part A, GL loss (or BL / DM-Count / L2 with their own recipes), VGG19 from ImageNet weights.
 
     python -m gcc_jax.convert_weights vgg19-dcbb9e9d.pth /data/vgg19_imagenet --variant gl
     python train.py --config configs/sha.py --workdir runs/sha \\
@@ -8,14 +8,25 @@
 
 (``vgg19-dcbb9e9d.pth`` is torchvision's ImageNet VGG19; the references all start from it.)
 
-Hardware: sized like the official code, one GPU with batch 1 (300 steps per epoch, 500
+Hardware: sized like the official GL code, one GPU with batch 1 (300 steps per epoch, 500
 epochs). On N devices set ``--config.batch_size`` to a multiple of N (e.g. 8 on a TPU v3-8);
 that changes the optimisation (fewer, larger steps) and may need a larger learning rate.
 
 Settings and their sources:
-- crop 256: DM-Count's per-dataset setting for SHA (``datasets/dataset_cfg.json``);
-- GL hyper-parameters (docs/losses.md), Adam lr 1e-5, weight decay 1e-5, warm-up over 10 epochs,
-  500 epochs, validation every 5 epochs: GL's official ``train.py`` / trainer;
+- crop 256, whatever the loss: DM-Count's per-dataset setting for SHA
+  (``datasets/dataset_cfg.json``); GL's and BL's ``train.py`` default to 512, which their
+  loaders cannot crop from SHA's images with a shorter side below 512 (e.g. 640 × 427);
+- GL hyper-parameters (docs/losses.md): GL's official ``train.py``;
+- the training recipe follows ``config.loss.name`` unless set explicitly (table and sources in
+  ``configs/default.py``): GL (the default) Adam lr 1e-5, weight decay 1e-5, warm-up over 10
+  epochs, batch 1, 500 epochs, validation every 5 (GL's ``train.py`` and
+  ``utils/emd_dot_trainer.py``); ``--config.loss.name=bl``: weight decay 1e-4, no warm-up,
+  1000 epochs (BL's ``train.py``); ``--config.loss.name=dm_count``: weight decay 1e-4, batch
+  10, 1000 epochs, images below the crop upscaled (DM-Count's ``train.py``,
+  ``datasets/crowd.py``). BL's README adds, for ShanghaiTech A, "set learning rate to 1e-6, and
+  bg_ratio to 0.1": a remark beside the code's defaults that does not say which background
+  model it was tuned with, so the recipe does not apply it; follow it with
+  ``--config.optimizer.learning_rate=1e-6 --config.loss.bl.background_ratio=0.1``;
 - SHA has no validation split: as in the references, the test split is the validation split.
 
 Reference result (GL paper, Wan, Liu & Chan, CVPR 2021; ShanghaiTech A): MAE 61.3,

@@ -1,4 +1,4 @@
-"""ShanghaiTech Part B, GL loss, VGG19 from ImageNet weights.
+"""ShanghaiTech Part B, GL loss (or BL / DM-Count / L2 with their own recipes), VGG19 from ImageNet weights.
 
     python -m gcc_jax.convert_weights vgg19-dcbb9e9d.pth /data/vgg19_imagenet --variant gl
     python train.py --config configs/shb.py --workdir runs/shb \\
@@ -6,14 +6,20 @@
         --config.model.init_checkpoint=/data/vgg19_imagenet
     python -m gcc_jax.evaluate --workdir runs/shb --split test
 
-Hardware: sized like the official code, one GPU with batch 1 (400 steps per epoch, 500
+Hardware: sized like the official GL code, one GPU with batch 1 (400 steps per epoch, 500
 epochs). On N devices set ``--config.batch_size`` to a multiple of N.
 
 Settings and their sources:
 - crop 512: GL's default crop, and DM-Count's setting for SHB (all SHB images are
   768 × 1024);
-- GL hyper-parameters (docs/losses.md), Adam lr 1e-5, weight decay 1e-5, warm-up over 10 epochs,
-  500 epochs, validation every 5 epochs: GL's official ``train.py`` / trainer;
+- GL hyper-parameters (docs/losses.md): GL's official ``train.py``;
+- the training recipe follows ``config.loss.name`` unless set explicitly (table and sources in
+  ``configs/default.py``): GL (the default) Adam lr 1e-5, weight decay 1e-5, warm-up over 10
+  epochs, batch 1, 500 epochs, validation every 5 (GL's ``train.py`` and
+  ``utils/emd_dot_trainer.py``); ``--config.loss.name=bl``: weight decay 1e-4, no warm-up,
+  1000 epochs (BL's ``train.py``); ``--config.loss.name=dm_count``: weight decay 1e-4, batch
+  10, 1000 epochs, images below the crop upscaled (DM-Count's ``train.py``,
+  ``datasets/crowd.py``);
 - SHB has no validation split: the test split is the validation split, as in the references.
 
 Reference result (GL paper, Wan, Liu & Chan, CVPR 2021; ShanghaiTech B): MAE 7.3, RMSE 11.7.

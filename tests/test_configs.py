@@ -11,7 +11,7 @@ from ml_collections import config_flags
 
 from gcc_jax import losses
 from gcc_jax.data import SyntheticCrowdOptions
-from gcc_jax.training import check_config, load_config_module, load_workdir_config
+from gcc_jax.training import check_config, load_config_module, load_workdir_config, resolve_recipe
 from gcc_jax.training.config import upgrade_saved_config
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
@@ -31,12 +31,14 @@ def test_all_configs_are_there():
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.stem)
 def test_config_loads_and_checks(path):
-    config = _config(path)
+    config = resolve_recipe(_config(path))
     assert isinstance(config, ml_collections.ConfigDict)
     check_config(config)
     if path.stem in EXPECTED_CROPS:
         assert config.crop_size == EXPECTED_CROPS[path.stem]
         assert config.loss.name == "gl"
+        # The data set configs leave the optimiser to the loss's recipe (GL's here).
+        assert _config(path).optimizer.learning_rate is None
         assert config.optimizer.learning_rate == 1e-5
         assert config.optimizer.warmup_epochs == 10
         # Every dataset config's docstring gives the command and the paper's numbers.
@@ -48,7 +50,7 @@ def test_config_loads_and_checks(path):
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.stem)
 def test_runlocal_shrinks(path):
     full, small = _config(path), _config(path, "runlocal")
-    check_config(small)
+    check_config(resolve_recipe(small))
     assert small.model.width < full.model.width or full.model.width <= small.model.width == 1 / 16
     assert small.crop_size <= full.crop_size and small.crop_size == 64
     assert 0 < small.num_train_steps <= 10
@@ -88,15 +90,15 @@ def test_runlocal_through_the_flag():
 
 
 def test_check_config_names_the_field():
-    config = _config(CONFIG_DIR / "default.py")
+    config = resolve_recipe(_config(CONFIG_DIR / "default.py"))
     config.loss.name = "gll"
     with pytest.raises(ValueError, match="config.loss.name"):
         check_config(config)
-    config = _config(CONFIG_DIR / "default.py")
+    config = resolve_recipe(_config(CONFIG_DIR / "default.py"))
     config.crop_size = 100
     with pytest.raises(ValueError, match="crop_size"):
         check_config(config)
-    config = _config(CONFIG_DIR / "default.py")
+    config = resolve_recipe(_config(CONFIG_DIR / "default.py"))
     config.dataset.loader = "torch"
     with pytest.raises(ValueError, match="config.dataset.loader"):
         check_config(config)
@@ -133,7 +135,7 @@ def test_synthetic_block_matches_the_options():
 def test_a_workdir_saved_before_the_schedule_rename_loads(tmp_path):
     """Workdirs written before ``optimizer.decay`` was renamed ``optimizer.schedule`` still load
     (evaluation and prediction read their config.json), with the value under the new name."""
-    config = _config(CONFIG_DIR / "synthetic.py").to_dict()
+    config = resolve_recipe(_config(CONFIG_DIR / "synthetic.py")).to_dict()
     config["optimizer"]["decay"] = config["optimizer"].pop("schedule")
     (tmp_path / "config.json").write_text(json.dumps(config))
     loaded = load_workdir_config(tmp_path)

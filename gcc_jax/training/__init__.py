@@ -11,6 +11,7 @@
 - :mod:`~gcc_jax.training.writers` — ``metrics.jsonl``, TensorBoard, progress bar.
 - :mod:`~gcc_jax.training.pictures` — density-map pictures.
 - :mod:`~gcc_jax.training.config` — checking, saving and loading run configs.
+- :mod:`~gcc_jax.training.recipes` — each loss's official training recipe for the unset fields.
 """
 
 from gcc_jax.training.checkpoints import RunCheckpoints, restore_params
@@ -42,6 +43,7 @@ from gcc_jax.training.mesh import (
     replicated_sharding,
 )
 from gcc_jax.training.objective import make_loss_fn
+from gcc_jax.training.recipes import RECIPE_FIELDS, RECIPES, recipe, resolve_recipe
 from gcc_jax.training.state import (
     TrainState,
     create_learning_rate_fn,
@@ -54,6 +56,8 @@ from gcc_jax.training.writers import MetricWriter, ProgressBar, read_metrics
 
 __all__ = [
     "DATA_AXIS",
+    "RECIPES",
+    "RECIPE_FIELDS",
     "EvalResult",
     "MetricWriter",
     "NonFiniteLossError",
@@ -82,6 +86,8 @@ __all__ = [
     "mean_training_count",
     "pipeline_kwargs",
     "read_metrics",
+    "recipe",
+    "resolve_recipe",
     "replicate",
     "replicated_sharding",
     "restore_params",

@@ -17,6 +17,7 @@ import ml_collections
 
 from gcc_jax.data import DATASET_NAMES, LOADERS
 from gcc_jax.losses import LOSS_NAMES
+from gcc_jax.training.recipes import RECIPE_FIELDS, resolve_recipe
 
 __all__ = [
     "CONFIG_FILE",
@@ -38,8 +39,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     """Fails early, naming the field, on values the program cannot run with.
 
     Raises:
-      ValueError: an unknown data set, loader, loss or dtype, or a size / count out of range.
+      ValueError: an unknown data set, loader, loss or dtype, a size / count out of range, or a
+        recipe field still unset (:func:`gcc_jax.training.resolve_recipe` fills them).
     """
+    unset = [f"config.{path}" for path in RECIPE_FIELDS if _field(config, path) is None]
+    if unset:
+        raise ValueError(
+            f"{', '.join(unset)} unset: resolve the loss's training recipe first "
+            "(gcc_jax.training.resolve_recipe, which train_and_evaluate applies)"
+        )
     if config.dataset.name not in DATASET_NAMES:
         raise ValueError(f"config.dataset.name={config.dataset.name!r} is not one of {DATASET_NAMES}")
     if config.loss.name not in LOSS_NAMES:
@@ -74,6 +82,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
             f"config.optimizer needs learning_rate > 0 and weight_decay >= 0, got "
             f"{config.optimizer.learning_rate} and {config.optimizer.weight_decay}"
         )
+
+
+def _field(config: ml_collections.ConfigDict, path: str):
+    for name in path.split("."):
+        config = config[name]
+    return config
 
 
 def dataset_kwargs(config: ml_collections.ConfigDict) -> dict:
@@ -134,15 +148,15 @@ def config_for_command(
     config: ml_collections.ConfigDict | None, workdir: str | os.PathLike | None
 ) -> ml_collections.ConfigDict:
     """The config of a command that takes ``--config`` and / or ``--workdir`` (evaluation,
-    submission files): ``--config`` when given, else the one the training run saved in
-    ``workdir``.
+    submission files): ``--config`` when given (its training recipe resolved, as a run
+    would), else the one the training run saved in ``workdir``.
 
     Raises:
       ValueError: neither is given.
       FileNotFoundError: ``workdir`` holds no saved config.
     """
     if config is not None:
-        return config
+        return resolve_recipe(config)
     if workdir is not None:
         return load_workdir_config(workdir)
     raise ValueError("give --workdir (a training run) or --config (with --checkpoint MODEL_DIR)")

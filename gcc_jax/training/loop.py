@@ -46,6 +46,7 @@ from gcc_jax.training.evaluation import (
 from gcc_jax.training.mesh import create_mesh, global_batch
 from gcc_jax.training.objective import make_loss_fn
 from gcc_jax.training.pictures import density_picture, save_picture
+from gcc_jax.training.recipes import resolve_recipe
 from gcc_jax.training.state import (
     TrainState,
     create_learning_rate_fn,
@@ -268,7 +269,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     updates as an uninterrupted run).
 
     Args:
-      config: a config like ``configs/default.py``'s.
+      config: a config like ``configs/default.py``'s; fields left unset take the training
+        recipe of its loss (:func:`gcc_jax.training.resolve_recipe`), and the resolved config
+        is what ``workdir/config.json`` records.
       workdir: the run's directory (created).
 
     Returns:
@@ -280,6 +283,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       NonFiniteLossError: the loss became NaN / inf (the message names the step; no
         checkpoint is written after it).
     """
+    config = resolve_recipe(config)
     mesh = create_mesh()
     workdir = _prepare_workdir(config, workdir, mesh.size)
     is_chief = jax.process_index() == 0

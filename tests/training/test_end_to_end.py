@@ -42,7 +42,7 @@ def test_tiny_run_trains_evaluates_and_checkpoints(tmp_path):
 
     assert load_workdir_config(tmp_path).to_dict() == json.loads(json.dumps(config.to_dict()))
     assert config_for_command(None, tmp_path).to_dict() == load_workdir_config(tmp_path).to_dict()
-    assert config_for_command(config, tmp_path) is config
+    assert config_for_command(config, tmp_path).to_dict() == config.to_dict()  # --config wins
     with pytest.raises(ValueError, match="give --workdir"):
         config_for_command(None, None)
     assert (tmp_path / "pictures" / "step_00000000.png").is_file()

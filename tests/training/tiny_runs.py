@@ -5,7 +5,7 @@ import pathlib
 import subprocess
 import sys
 
-from gcc_jax.training import load_config_module
+from gcc_jax.training import load_config_module, resolve_recipe
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SYNTHETIC_CONFIG = REPO / "configs" / "synthetic.py"
@@ -29,10 +29,11 @@ TINY = {
 
 
 def tiny_config(**overrides):
-    """The tiny config; ``overrides`` maps dotted field names to values."""
+    """The tiny config, its loss's training recipe resolved; ``overrides`` maps dotted field
+    names to values (applied first, as on the command line)."""
     config = load_config_module(SYNTHETIC_CONFIG).get_config("runlocal")
     config.update_from_flattened_dict({**TINY, **overrides})
-    return config
+    return resolve_recipe(config)
 
 
 def tiny_flags(**overrides):
