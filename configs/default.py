@@ -131,6 +131,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # "auto" (chunked on CPU, dense elsewhere).
     config.loss.gl.implementation = "auto"
     # BL hyper-parameters: the 2021 official code (docs/losses.md); see gcc_jax.losses.bayesian_loss.
+    # From a random initialisation (no init_checkpoint) BL with the 2021 background collapses
+    # to an all-zero map, the official PyTorch BL exactly as gcc_jax (measured at lr 1e-3 and
+    # 1e-4: benchmarks/bl_random_start.py, README "BL from a random start"). Start from
+    # ImageNet weights as the official code does, or, from scratch, use lr <= 1e-4 with
+    # use_background=False or background="2019" (background_ratio=0.15).
     config.loss.bl = ml_collections.ConfigDict()
     config.loss.bl.sigma = 8.0  # head likelihood std in pixels
     config.loss.bl.use_background = True  # add the background posterior row
