@@ -124,7 +124,8 @@ def bayesian_loss(
     is 0, as in PyTorch.
 
     Args:
-      density: ``[B, h, w]`` non-negative density maps at ``stride``.
+      density: ``[B, h, w]`` non-negative, finite density maps at ``stride``, computed in
+        float32 (float64 stays float64); see :mod:`gcc_jax.losses` on other values.
       points: ``[B, M, 2]`` head points ``(x, y)`` = (column, row) in crop pixels, padded.
       point_mask: ``[B, M]`` boolean, ``False`` marks padding rows of ``points``.
       st_size: ``[B]`` (or a scalar for all images) ``min(height, width)`` in pixels of the whole
@@ -142,20 +143,20 @@ def bayesian_loss(
       ``(loss, terms)``: the scalar batch loss and ``{"total": [B]}``, the per-image ``L_b``.
 
     Raises:
-      ValueError: on inconsistent shapes or invalid hyper-parameters.
+      ValueError: on inconsistent shapes, a density or points that are not real numbers, a
+        point_mask that is not boolean, or invalid hyper-parameters.
 
     References:
       Z. Ma, X. Wei, X. Hong, Y. Gong, "Bayesian Loss for Crowd Count Estimation with Point
       Supervision", ICCV 2019; official code ZhihengCV/Bayesian-Crowd-Counting.
     """
-    _geometry.check_batch(density, points, point_mask, loss="bayesian_loss")
+    density, points, point_mask = _geometry.prepare_batch(density, points, point_mask, loss="bayesian_loss")
     _geometry.check_positive("sigma", sigma)
     _geometry.check_positive("stride", stride)
     _geometry.check_positive("background_ratio", background_ratio)
     _geometry.check_choice("background", background, BACKGROUND_MODELS)
     if not isinstance(use_background, (bool, np.bool_)):
         raise ValueError(f"use_background must be a bool, got {use_background!r}")
-    density = jnp.asarray(density)
     batch, num_points = jnp.shape(points)[:2]
     st_shape = jnp.shape(st_size)
     if st_shape not in ((), (batch,)):
@@ -172,8 +173,8 @@ def bayesian_loss(
         )
     losses = _batch_losses(
         density,
-        jnp.asarray(points, density.dtype),
-        jnp.asarray(point_mask, bool),
+        points,
+        point_mask,
         jnp.asarray(targets, density.dtype),
         jnp.broadcast_to(jnp.asarray(st_size, density.dtype), (batch,)),
         sigma=float(sigma),

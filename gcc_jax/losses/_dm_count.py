@@ -293,7 +293,8 @@ def dm_count_loss(
     reference reduces them. At ``|·| = 0`` the subgradient is 0, as in PyTorch.
 
     Args:
-      density: ``[B, h, w]`` non-negative, un-normalised density maps at ``stride``.
+      density: ``[B, h, w]`` non-negative, finite, un-normalised density maps at ``stride``,
+        computed in float32 (float64 stays float64); see :mod:`gcc_jax.losses` on other values.
       points: ``[B, M, 2]`` head points ``(x, y)`` = (column, row) in crop pixels, padded.
       point_mask: ``[B, M]`` boolean, ``False`` marks padding rows of ``points``.
       stride: size of one density cell in pixels (a positive integer).
@@ -309,13 +310,14 @@ def dm_count_loss(
       ``loss`` is *not* ``mean(total)``: the OT term is summed over the batch.
 
     Raises:
-      ValueError: on inconsistent shapes or invalid hyper-parameters.
+      ValueError: on inconsistent shapes, a density or points that are not real numbers, a
+        point_mask that is not boolean, or invalid hyper-parameters.
 
     References:
       B. Wang, H. Liu, D. Samaras, M. Hoai, "Distribution Matching for Crowd Counting",
       NeurIPS 2020; official code cvlab-stonybrook/DM-Count.
     """
-    _geometry.check_batch(density, points, point_mask, loss="dm_count_loss")
+    density, points, point_mask = _geometry.prepare_batch(density, points, point_mask, loss="dm_count_loss")
     stride = _check_stride(stride)
     _geometry.check_positive("wot", wot, allow_zero=True)
     _geometry.check_positive("wtv", wtv, allow_zero=True)
@@ -323,11 +325,10 @@ def dm_count_loss(
     _geometry.check_positive("num_iters", num_iters)
     if float(num_iters) != int(num_iters):
         raise ValueError(f"num_iters must be a positive integer, got {num_iters!r}")
-    density = jnp.asarray(density)
     return _batch_terms(
         density,
-        jnp.asarray(points, density.dtype),
-        jnp.asarray(point_mask, bool),
+        points,
+        point_mask,
         stride=stride,
         wot=float(wot),
         wtv=float(wtv),

@@ -114,10 +114,23 @@ def _batch_potentials(density, points, point_mask, hyper: Hyper):
     return f, jnp.where(point_mask, g, 0.0)
 
 
+def _floored(density, floor):
+    """``max(density, floor)`` in value, with the gradient of ``density`` (straight through).
+
+    The reference takes logarithms of the cell masses: a negative cell makes the entropy term
+    NaN, and a map whose total mass goes to 0 under heads drives the point potentials to
+    infinity, the gradient growing roughly like ``mass^(-1/2)``. Raising the value to the floor
+    keeps both finite; passing the gradient through unchanged lets a cell below the floor still
+    learn (a plain ``maximum`` would give it zero gradient, so an all-zero model would stay
+    all-zero). With ``floor = 0`` a non-negative map is unchanged bit for bit.
+    """
+    _geometry.check_positive("density_floor", floor, allow_zero=True)
+    # max(·) exactly in value (density − sg(density) is exactly 0), derivative 1 everywhere.
+    sg = jax.lax.stop_gradient
+    return sg(jnp.maximum(density, floor)) + (density - sg(density))
+
+
 def _make_hyper(
-    density,
-    points,
-    point_mask,
     *,
     crop_size,
     stride,
@@ -136,7 +149,6 @@ def _make_hyper(
     threshold,
     implementation,
 ) -> Hyper:
-    _geometry.check_batch(density, points, point_mask, loss="generalized_loss")
     for name, value in (
         ("crop_size", crop_size),
         ("stride", stride),
@@ -208,6 +220,7 @@ def generalized_loss(
     threshold: float = 1e-4,
     implementation: str = "auto",
     batch_reduction: str = "reference",
+    density_floor: float = 0.0,
 ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
     """Generalized Loss (GL) of a batch of density maps against head points.
 
@@ -231,7 +244,8 @@ def generalized_loss(
     (:func:`batch_loss`).
 
     Args:
-      density: ``[B, h, w]`` non-negative density maps at ``stride``.
+      density: ``[B, h, w]`` non-negative, finite density maps at ``stride``, computed in
+        float32 (float64 stays float64); see :mod:`gcc_jax.losses` and ``density_floor``.
       points: ``[B, M, 2]`` head points ``(x, y)`` = (column, row) in crop pixels, padded.
       point_mask: ``[B, M]`` boolean, ``False`` marks padding rows of ``points``.
       crop_size: side ``c`` of the (square) training crop in pixels; every coordinate is divided
@@ -268,29 +282,37 @@ def generalized_loss(
       batch_reduction: ``"reference"`` (the official trainer's: the entropy terms summed over
         the batch, the others averaged) or ``"mean"`` (every image's total averaged); see
         :func:`batch_loss`. Equal at batch 1.
+      density_floor: cells below it enter the loss at this value, with their gradient passed
+        through unchanged. The default 0 changes nothing on a non-negative map and turns the
+        NaN that negative cells give (the reference takes their logarithm) into the loss of a
+        zero cell. A small positive floor bounds the gradient of a map with almost no mass
+        under heads, which grows without bound as the mass goes to 0 (an all-zero 8×8 map with
+        two heads: gradient ~8e25 at floor 0, 1.5e2 at 1e-6, 17 at 1e-4); it moves the value
+        and the gradient of zero cells away from the reference's, so it is off by default.
 
     Returns:
       ``(loss, terms)``: the scalar batch loss and a dict of ``[B]`` arrays ``ot``, ``point``,
       ``pixel``, ``entropy``, ``total`` (per image, before any division by ``B``).
 
     Raises:
-      ValueError: on inconsistent shapes or invalid hyper-parameters.
+      ValueError: on inconsistent shapes, a density or points that are not real numbers, a
+        point_mask that is not boolean, or invalid hyper-parameters.
 
     References:
       J. Wan, Z. Liu, A. B. Chan, "A Generalized Loss Function for Crowd Counting and
       Localization", CVPR 2021; official code jia-wan/GeneralizedLoss-Counting-Pytorch.
     """
+    density, points, point_mask = _geometry.prepare_batch(
+        density, points, point_mask, loss="generalized_loss"
+    )
     hyper = _make_hyper(
-        density, points, point_mask, crop_size=crop_size, stride=stride, cost=cost,
+        crop_size=crop_size, stride=stride, cost=cost,
         scale=scale, blur=blur, reach=reach, scaling=scaling, p=p, tau=tau, d_point=d_point,
         d_pixel=d_pixel, solver=solver, cell_offset=cell_offset,
         max_iterations=max_iterations, threshold=threshold, implementation=implementation,
     )  # fmt: skip
     _geometry.check_choice("batch_reduction", batch_reduction, GL_BATCH_REDUCTIONS)
-    density = jnp.asarray(density)
-    terms = _batch_terms(
-        density, jnp.asarray(points, density.dtype), jnp.asarray(point_mask, bool), hyper
-    )
+    terms = _batch_terms(_floored(density, density_floor), points, point_mask, hyper)
     return batch_loss(terms, {"blur": hyper.blur, "batch_reduction": batch_reduction}), terms
 
 
@@ -354,6 +376,7 @@ def generalized_loss_potentials(
     max_iterations: int = 2000,
     threshold: float = 1e-4,
     implementation: str = "auto",
+    density_floor: float = 0.0,
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Dual potentials of GL's unbalanced OT problem (geomloss's convention).
 
@@ -364,13 +387,13 @@ def generalized_loss_potentials(
       ``(F, G)``: ``F`` ``[B, h, w]`` on the cells, ``G`` ``[B, M]`` on the points (0 on padding
       rows). Both are constants for differentiation. Images without heads get ``F = 0``.
     """
+    density, points, point_mask = _geometry.prepare_batch(
+        density, points, point_mask, loss="generalized_loss_potentials"
+    )
     hyper = _make_hyper(
-        density, points, point_mask, crop_size=crop_size, stride=stride, cost=cost,
+        crop_size=crop_size, stride=stride, cost=cost,
         scale=scale, blur=blur, reach=reach, scaling=scaling, p=p, tau=0.0, d_point="l1",
         d_pixel="l2", solver=solver, cell_offset=cell_offset,
         max_iterations=max_iterations, threshold=threshold, implementation=implementation,
     )  # fmt: skip
-    density = jnp.asarray(density)
-    return _batch_potentials(
-        density, jnp.asarray(points, density.dtype), jnp.asarray(point_mask, bool), hyper
-    )
+    return _batch_potentials(_floored(density, density_floor), points, point_mask, hyper)

@@ -22,12 +22,12 @@ __all__ = [
     "CELL_OFFSETS",
     "abs_zero_subgradient",
     "cell_positions",
-    "check_batch",
     "check_choice",
     "check_positive",
     "expanded_axis_squared_distances",
     "expanded_squared_distances",
     "pairwise_squared_distances",
+    "prepare_batch",
 ]
 
 # Offset of a cell's position inside the cell, in units of the stride.
@@ -147,17 +147,30 @@ def check_choice(name: str, value, choices: Sequence[str] | dict) -> None:
         raise ValueError(f"{name} must be one of {options}; got {value!r}")
 
 
-def check_batch(density, points, point_mask, *, loss: str) -> None:
-    """Checks the ranks and the agreement of the shapes of a batch.
+def _compute_dtype(dtype):
+    """float32, or float64 where float64 comes in: narrower floats lose too much in the solvers."""
+    return jnp.float64 if dtype == jnp.float64 else jnp.float32
+
+
+def prepare_batch(density, points, point_mask, *, loss: str):
+    """Checks a batch's shapes and dtypes and returns it in the dtypes the losses compute in.
+
+    The losses compute in float32 whatever floating-point or integer density comes in
+    (``float16`` and ``bfloat16`` density maps are cast up; ``float64`` is kept, for float64
+    gradient checks). Values are not checked here: see :data:`VALUE_CONTRACT`.
 
     Args:
-      density: ``[B, h, w]`` density maps.
-      points: ``[B, M, 2]`` head points, ``(x, y)`` in input pixels.
-      point_mask: ``[B, M]`` boolean, ``False`` marks padding.
+      density: ``[B, h, w]`` density maps, a floating-point or integer array.
+      points: ``[B, M, 2]`` head points, ``(x, y)`` in input pixels, floating-point or integer.
+      point_mask: ``[B, M]`` boolean (or 0 / 1 integers), ``False`` marks padding.
       loss: name of the calling loss, used in the error message.
 
+    Returns:
+      ``(density, points, point_mask)`` as jax arrays: density and points in float32 (float64
+      if the density is float64), the mask boolean.
+
     Raises:
-      ValueError: naming the argument whose shape is wrong and what was expected.
+      ValueError: naming the argument whose shape or dtype is wrong and what was expected.
     """
     density_shape = jnp.shape(density)
     points_shape = jnp.shape(points)
@@ -182,3 +195,16 @@ def check_batch(density, points, point_mask, *, loss: str) -> None:
         )
     if density_shape[1] < 1 or density_shape[2] < 1:
         raise ValueError(f"{loss}: density must have at least one cell, got shape {density_shape}")
+    density, points, point_mask = jnp.asarray(density), jnp.asarray(points), jnp.asarray(point_mask)
+    density_dtype, points_dtype, mask_dtype = density.dtype, points.dtype, point_mask.dtype
+    for name, dtype in (("density", density_dtype), ("points", points_dtype)):
+        if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+            raise ValueError(f"{loss}: {name} must hold real numbers, got dtype {dtype}")
+    if not (mask_dtype == jnp.bool_ or jnp.issubdtype(mask_dtype, jnp.integer)):
+        # A float mask is most likely meant as per-point weights, which no loss supports.
+        raise ValueError(
+            f"{loss}: point_mask must be boolean (True = real point, False = padding), "
+            f"got dtype {mask_dtype}"
+        )
+    dtype = _compute_dtype(density_dtype)
+    return density.astype(dtype), points.astype(dtype), point_mask.astype(bool)

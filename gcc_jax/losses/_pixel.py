@@ -174,7 +174,8 @@ def l2_loss(
     ``(1/B) Σ_b L_b``.
 
     Args:
-      density: ``[B, h, w]`` density maps at ``stride``.
+      density: ``[B, h, w]`` finite density maps at ``stride``, computed in float32 (float64
+        stays float64); see :mod:`gcc_jax.losses` on other values.
       points: ``[B, M, 2]`` head points ``(x, y)`` = (column, row) in input pixels, padded.
       point_mask: ``[B, M]`` boolean, ``False`` marks padding rows of ``points``.
       stride: size of one density cell in pixels (a positive integer).
@@ -185,13 +186,13 @@ def l2_loss(
       ``(loss, terms)``: the scalar batch loss and ``{"total": [B]}``, the per-image ``L_b``.
 
     Raises:
-      ValueError: on inconsistent shapes or invalid hyper-parameters.
+      ValueError: on inconsistent shapes, a density or points that are not real numbers, a
+        point_mask that is not boolean, or invalid hyper-parameters.
     """
-    _geometry.check_batch(density, points, point_mask, loss="l2_loss")
+    density, points, point_mask = _geometry.prepare_batch(density, points, point_mask, loss="l2_loss")
     stride = _check_hyper(stride, sigma, adaptive)
-    density = jnp.asarray(density)
     losses = _batch_losses(
-        density, jnp.asarray(points, density.dtype), jnp.asarray(point_mask, bool),
+        density, points, point_mask,
         stride=stride, sigma=float(sigma), adaptive=adaptive,
     )  # fmt: skip
     terms = {"total": losses}

@@ -231,8 +231,7 @@ def small_hyper(**overrides):
         max_iterations=100, threshold=1e-5, implementation="dense",
     )  # fmt: skip
     kwargs.update(overrides)
-    dummy = np.zeros((1, 4, 4)), np.zeros((1, 3, 2)), np.ones((1, 3), bool)
-    return _generalized._make_hyper(*dummy, **kwargs)
+    return _generalized._make_hyper(**kwargs)
 
 
 SMALL_POINTS = np.array([[[5.0, 7.0], [20.0, 25.0], [0.0, 0.0]]])
