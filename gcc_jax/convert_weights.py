@@ -24,6 +24,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from gcc_jax import cli
 from gcc_jax.losses import LOSS_NAMES, get_loss
 from gcc_jax.models import (
     OUTPUT_ACTIVATIONS,
@@ -120,8 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--head", choices=("keep", "init"), help="default: keep the file's head, init when it has none")
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed for an initialised head")
     parser.add_argument("--overwrite", action="store_true", help="replace a model already in OUT_DIR")
+    cli.add_debug_argument(parser)
     args = parser.parse_args(argv)
-    try:
+
+    def work():
         record = convert(
             args.in_path,
             args.out_dir,
@@ -132,16 +135,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             overwrite=args.overwrite,
         )
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    opts = record["model_options"]
-    print(
-        f"wrote {os.path.abspath(args.out_dir)}: VGG19Density(width={opts['width']:g}, "
-        f"upsample={opts['upsample']!r}, output={opts['output']!r}), {record['params']:,} parameters, "
-        f"head {record['head']} (file layout: {record['torch_layout']})"
-    )
-    return 0
+        opts = record["model_options"]
+        print(
+            f"wrote {os.path.abspath(args.out_dir)}: VGG19Density(width={opts['width']:g}, "
+            f"upsample={opts['upsample']!r}, output={opts['output']!r}), {record['params']:,} parameters, "
+            f"head {record['head']} (file layout: {record['torch_layout']})"
+        )
+
+    return cli.run(work, debug=args.debug)
 
 
 if __name__ == "__main__":

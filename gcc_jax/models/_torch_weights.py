@@ -18,6 +18,7 @@ PyTorch convolution weights are ``[out, in, kh, kw]`` (OIHW); Flax kernels are
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -102,9 +103,32 @@ def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types (UnpicklingError, RuntimeError, EOFError, ...)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path}: not a PyTorch checkpoint readable with weights_only=True ({reason})") from err
+        raise ValueError(
+            f"{path}: not a PyTorch checkpoint that loads safely ({_load_failure_reason(err)}); "
+            f"gcc_jax reads weights only with torch.load(weights_only=True) and never retries "
+            f"with weights_only=False, which would let the file run code"
+        ) from err
     return _normalise_state_dict(obj, path)
+
+
+def _load_failure_reason(err: Exception) -> str:
+    """What torch found wrong, without its advice to load the file unsafely.
+
+    torch wraps the actual finding ("Unsupported operand 193", "Trying to load unsupported
+    GLOBAL posix.system ...") in paragraphs suggesting ``weights_only=False`` or allow-listing
+    the offending global; only the finding's first sentence is kept.
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # torch bolds part of its advice
+    finding = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    if finding is None:
+        advice = ("weights_only", "Check the documentation", "Please file an issue")
+        paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+        findings = [p for p in paragraphs if not any(phrase in p for phrase in advice)]
+        if not findings:
+            return type(err).__name__
+        reason = findings[0].splitlines()[0]
+        return reason if "WeightsUnpickler" in text or "Weights only" in text else f"{type(err).__name__}: {reason}"
+    return re.split(r"(?<=\.)\s", finding.group(1).strip(), maxsplit=1)[0]
 
 
 def torch_head_layout(state_dict: Mapping[str, Any]) -> str | None:

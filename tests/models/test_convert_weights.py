@@ -72,3 +72,28 @@ def test_ambiguous_or_bad_input_fails_with_a_message(tmp_path, capsys):
     assert main([str(tmp_path / "gl.pth"), str(tmp_path / "out"), "--variant", "gl"]) == 0
     assert main([str(tmp_path / "gl.pth"), str(tmp_path / "out"), "--variant", "gl"]) == 1
     assert "overwrite" in capsys.readouterr().err
+
+
+def test_unreadable_files_fail_in_one_line_without_the_unsafe_advice(tmp_path, capsys):
+    (tmp_path / "random.pth").write_bytes(np.random.default_rng(0).bytes(4096))
+    assert main([str(tmp_path / "random.pth"), str(tmp_path / "out"), "--variant", "gl"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'random.pth'}: not a PyTorch checkpoint that loads safely (")
+    assert "Traceback" not in err and "will likely succeed" not in err
+    assert "never retries with weights_only=False" in err
+
+    class RunsCode:
+        def __reduce__(self):
+            return (print, ("this must not run",))
+
+    torch.save({"features.0.weight": RunsCode()}, tmp_path / "pickle.pth")
+    assert main([str(tmp_path / "pickle.pth"), str(tmp_path / "out"), "--variant", "gl"]) == 1
+    captured = capsys.readouterr()
+    assert "this must not run" not in captured.out
+    assert "GLOBAL print was not an allowed global" in captured.err  # torch's finding, kept
+    assert "allowlist" not in captured.err and "will likely succeed" not in captured.err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such checkpoint file"):
+        main([str(tmp_path / "missing.pth"), str(tmp_path / "out"), "--variant", "gl", "--debug"])
