@@ -24,6 +24,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from gcc_jax import cli  # noqa: E402  (the error reporting only: imports no JAX)
+
 FLAGS = flags.FLAGS
 # The embedded default: synthetic crowds, trainable on a laptop CPU in minutes, no download.
 _DEFAULT_CONFIG = str(pathlib.Path(__file__).resolve().parent / "configs" / "synthetic.py")
@@ -35,6 +37,7 @@ flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (mult
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host without auto-detection).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host without auto-detection).")
 flags.DEFINE_integer("process_id", None, "Index of this process (multi-host without auto-detection).")
+cli.define_debug_flag()
 
 
 def main(argv):
@@ -55,8 +58,12 @@ def main(argv):
         config_file = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]
         workdir = f"/tmp/gcc_jax/{pathlib.Path(config_file).stem}"
     logging.info("workdir: %s", workdir)
-    training.train_and_evaluate(FLAGS.config, workdir)
+
+    def train():
+        training.train_and_evaluate(FLAGS.config, workdir)
+
+    return cli.run(train, debug=FLAGS.debug)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_absl_flags)

@@ -130,6 +130,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Layout of the computation, not its result: "chunked" (fastest on CPU), "dense" (GPU/TPU),
     # "auto" (chunked on CPU, dense elsewhere).
     config.loss.gl.implementation = "auto"
+    # Cells below it enter GL at this value, gradient passed through (see generalized_loss):
+    # 0 keeps the reference's numbers; a small value (1e-4) bounds the gradient of a map that
+    # has collapsed to zero under heads.
+    config.loss.gl.density_floor = 0.0
     # BL hyper-parameters: the 2021 official code (docs/losses.md); see gcc_jax.losses.bayesian_loss.
     # From a random initialisation (no init_checkpoint) BL with the 2021 background collapses
     # to an all-zero map, the official PyTorch BL exactly as gcc_jax (measured at lr 1e-3 and

@@ -17,7 +17,8 @@ ArrayRecord files are read by index (``tfds.data_source(name, data_dir=...)``,
 per-process shards; TFDS cannot stream them as a ``tf.data.Dataset`` (``tfds.load`` and
 ``builder.as_dataset`` raise ``NotImplementedError``). ``--file_format tfrecord`` writes a
 copy for ``tfds.load(name, data_dir=..., builder_kwargs={"file_format": "tfrecord"})``
-instead; keep it in a data directory of its own, since the pipelines cannot read it.
+instead; keep it in a data directory of its own, since the pipelines cannot read it. A data set already prepared is kept as it
+is; after changing the raw files, ``--overwrite`` prepares it again from them.
 """
 
 from __future__ import annotations
@@ -25,13 +26,17 @@ from __future__ import annotations
 import argparse
 import logging
 import pathlib
+import shutil
+import tempfile
 import time
 
 import tensorflow_datasets as tfds
 
+from gcc_jax import cli
+
 # Importing the builder modules registers them with TFDS.
 from gcc_jax.data import jhu_crowd, nwpu_crowd, shanghaitech, ucf_qnrf  # noqa: F401
-from gcc_jax.data._builder_base import BAD_EXAMPLE_POLICIES, OUT_OF_IMAGE_POLICIES
+from gcc_jax.data._builder_base import BAD_EXAMPLE_POLICIES, OUT_OF_IMAGE_POLICIES, BadExampleError
 from gcc_jax.data.catalog import DATASETS, get_spec
 
 __all__ = ["FILE_FORMATS", "build_dataset", "load_builder", "main"]
@@ -57,8 +62,9 @@ def build_dataset(
     on_bad_example: str = "raise",
     out_of_image: str = "drop",
     file_format: str = "array_record",
+    overwrite: bool = False,
 ) -> tfds.core.DatasetBuilder:
-    """Prepares one data set from its raw files (a no-op if already prepared).
+    """Prepares one data set from its raw files (a no-op if already prepared, unless ``overwrite``).
 
     Args:
       name: a real data set name (``"shanghaitech/part_a"``, ``"ucf_qnrf"``…).
@@ -69,19 +75,25 @@ def build_dataset(
       out_of_image: ``"drop"``, ``"raise"``, ``"clip"`` or ``"keep"``.
       file_format: ``"array_record"`` (what the pipelines read) or ``"tfrecord"`` (for
         ``tfds.load``; see the module docstring).
+      overwrite: prepare it again from the raw files even if it is already prepared (after
+        the raw files changed). The new copy is built beside the old one, which is replaced
+        only once the new one is complete.
 
     Returns:
       The prepared ``tfds`` builder (``builder.info.metadata`` lists what was skipped,
       dropped or ignored).
+
+    Raises:
+      ValueError: ``manual_dir`` is missing or empty, or an option is invalid.
+      BadExampleError: an example cannot be read and ``on_bad_example="raise"``; the message
+        names the file and says how to leave such examples out.
     """
     if file_format not in FILE_FORMATS:
         raise ValueError(f"file_format must be one of {FILE_FORMATS}, got {file_format!r}")
-    builder = tfds.builder(
-        _tfds_name(name), data_dir=data_dir, on_bad_example=on_bad_example, out_of_image=out_of_image,
-        file_format=file_format,
-    )  # fmt: skip
-    if builder.is_prepared():
-        _log.info("%s is already prepared in %s", name, builder.data_dir)
+    options = {"on_bad_example": on_bad_example, "out_of_image": out_of_image, "file_format": file_format}
+    builder = tfds.builder(_tfds_name(name), data_dir=data_dir, **options)
+    if builder.is_prepared() and not overwrite:
+        _log.info("%s is already prepared in %s (overwrite rebuilds it from the raw files)", name, builder.data_dir)
         return builder
     manual = pathlib.Path(manual_dir)
     if not manual.is_dir() or not any(manual.iterdir()):
@@ -90,12 +102,48 @@ def build_dataset(
             f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}"
         )
     start = time.perf_counter()
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)),
-        file_format=file_format,
-    )
+    if builder.is_prepared():
+        _rebuild(name, manual, builder, options)
+        builder = tfds.builder(_tfds_name(name), data_dir=data_dir, **options)
+    else:
+        _prepare(builder, manual, on_bad_example=on_bad_example, file_format=file_format)
     _log.info("Built %s in %.1f s into %s", name, time.perf_counter() - start, builder.data_dir)
     return builder
+
+
+def _prepare(builder: tfds.core.DatasetBuilder, manual: pathlib.Path, *, on_bad_example: str, file_format: str) -> None:
+    try:
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=str(manual)),
+            file_format=file_format,
+        )
+    except BadExampleError as error:
+        if on_bad_example != "raise":
+            raise
+        raise BadExampleError(
+            error.path,
+            f"{error.problem}. To build without such examples (each one logged and listed in "
+            f"the data set's metadata), add --on_bad_example skip (on_bad_example='skip')",
+        ) from error
+
+
+def _rebuild(name: str, manual: pathlib.Path, builder: tfds.core.DatasetBuilder, options: dict) -> None:
+    """Prepares ``name`` beside the prepared copy and swaps it in only once it is complete.
+
+    A build that fails (a bad example, an interrupt) leaves the old prepared data in place.
+    """
+    target = pathlib.Path(builder.data_dir)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=".rebuild-", dir=builder.data_dir_root))
+    try:
+        fresh = tfds.builder(_tfds_name(name), data_dir=staging, **options)
+        _prepare(fresh, manual, on_bad_example=options["on_bad_example"], file_format=options["file_format"])
+        retired = target.with_name(f".{target.name}.replaced")
+        shutil.rmtree(retired, ignore_errors=True)
+        target.rename(retired)
+        pathlib.Path(fresh.data_dir).rename(target)
+        shutil.rmtree(retired)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def load_builder(name: str, *, data_dir=None, manual_dir=None, allow_build: bool = True) -> tfds.core.DatasetBuilder:
@@ -125,37 +173,62 @@ def load_builder(name: str, *, data_dir=None, manual_dir=None, allow_build: bool
     return build_dataset(name, manual_dir=manual_dir, data_dir=data_dir)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     """Command line: ``python -m gcc_jax.data.build --dataset NAME --manual_dir DIR [--data_dir DIR]``."""
     real = [name for name, spec in DATASETS.items() if spec.tfds_name is not None]
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m gcc_jax.data.build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset", required=True, action="append", choices=real, help="repeat to build several")
     parser.add_argument("--manual_dir", required=True, help="folder holding the unpacked raw archive")
     parser.add_argument("--data_dir", default=None, help="TFDS data directory (default: ~/tensorflow_datasets)")
-    parser.add_argument("--on_bad_example", default="raise", choices=BAD_EXAMPLE_POLICIES)
-    parser.add_argument("--out_of_image", default="drop", choices=OUT_OF_IMAGE_POLICIES)
+    parser.add_argument(
+        "--on_bad_example",
+        default="raise",
+        choices=BAD_EXAMPLE_POLICIES,
+        help="an unreadable image or annotation: 'raise' stops the build naming the file (default); "
+        "'skip' leaves that example out, logs it and lists it in the data set's metadata",
+    )
+    parser.add_argument(
+        "--out_of_image",
+        default="drop",
+        choices=OUT_OF_IMAGE_POLICIES,
+        help="annotated points outside the image: 'drop' them (default, as the references' preprocessing), "
+        "'raise' (a bad example), 'clip' onto the border, or 'keep'",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="prepare the data set again from the raw files even if it is already prepared (after fixing them)",
+    )
     parser.add_argument(
         "--file_format", default="array_record", choices=FILE_FORMATS,
         help="array_record (read by the training / evaluation pipelines and tfds.data_source) or "
         "tfrecord (for tfds.load, in a data_dir of its own)",
     )  # fmt: skip
+    cli.add_debug_argument(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for name in args.dataset:
-        start = time.perf_counter()
-        builder = build_dataset(
-            name,
-            manual_dir=args.manual_dir,
-            data_dir=args.data_dir,
-            on_bad_example=args.on_bad_example,
-            out_of_image=args.out_of_image,
-            file_format=args.file_format,
-        )
-        splits = ", ".join(f"{split}: {info.num_examples}" for split, info in builder.info.splits.items())
-        metadata = builder.info.metadata or {}
-        report = {key: len(metadata.get(key, [])) for key in ("skipped", "out_of_image", "ignored_files", "warnings")}
-        print(f"{name}: {splits} in {time.perf_counter() - start:.1f} s -> {builder.data_dir}; {report}")
+
+    def work():
+        for name in args.dataset:
+            start = time.perf_counter()
+            builder = build_dataset(
+                name,
+                manual_dir=args.manual_dir,
+                data_dir=args.data_dir,
+                on_bad_example=args.on_bad_example,
+                out_of_image=args.out_of_image,
+                file_format=args.file_format,
+                overwrite=args.overwrite,
+            )
+            splits = ", ".join(f"{split}: {info.num_examples}" for split, info in builder.info.splits.items())
+            metadata = builder.info.metadata or {}
+            report = {key: len(metadata.get(key, [])) for key in ("skipped", "out_of_image", "ignored_files", "warnings")}
+            print(f"{name}: {splits} in {time.perf_counter() - start:.1f} s -> {builder.data_dir}; {report}")
+
+    return cli.run(work, debug=args.debug)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -91,7 +91,7 @@ def test_reference_resize_and_the_lazy_build(tmp_path, warnings_log):
 
 def test_build_cli(tmp_path, capsys):
     make_qnrf_raw(tmp_path / "raw")
-    build_main(["--dataset", "ucf_qnrf", "--manual_dir", str(tmp_path / "raw"), "--data_dir", str(tmp_path / "tfds")])
+    assert build_main(["--dataset", "ucf_qnrf", "--manual_dir", str(tmp_path / "raw"), "--data_dir", str(tmp_path / "tfds")]) == 0
     out = capsys.readouterr().out
     assert "ucf_qnrf: train: 1, val: 2, test: 1" in out
     assert (tmp_path / "tfds" / "ucf_qnrf" / "1.0.0" / "dataset_info.json").is_file()
