@@ -1,8 +1,8 @@
 """Worker of test_data_parallel: the same global batches on 1 device and on all 8 devices.
 
 Run as ``python tests/training/data_parallel_worker.py OUT.json`` with 8 fake CPU devices;
-writes per-step losses of both meshes, the largest parameter difference after the steps, and
-how the 8-device arrays were placed.
+writes per-step losses of both meshes, the distance between their parameters after the steps
+beside how far the steps moved them, and how the 8-device arrays were placed.
 """
 
 import json
@@ -46,6 +46,7 @@ def main(out_path):
     results = {}
     for name, mesh in (("one", create_mesh(jax.devices()[:1])), ("eight", create_mesh())):
         state = create_train_state(config, model, create_optimizer(config.optimizer, schedule), mesh)
+        initial = jax.tree.map(np.asarray, state.params)
         step = make_train_step(mesh, loss_fn=make_loss_fn(config.loss, crop_size=config.crop_size), learning_rate_fn=schedule)
         losses = []
         for batch in batches:
@@ -55,19 +56,22 @@ def main(out_path):
         results[name] = {
             "losses": losses,
             "params": jax.tree.map(np.asarray, state.params),
+            "initial": initial,
             "param_devices": len(jax.tree.leaves(state.params)[0].sharding.device_set),
             "image_shards": [list(s.data.shape) for s in placed["image"].addressable_shards],
         }
     one, eight = results["one"], results["eight"]
-    differences = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), one["params"], eight["params"]))
-    scale = max(float(np.abs(p).max()) for p in jax.tree.leaves(one["params"]))
+
+    def norm(tree):
+        return float(np.sqrt(sum(np.sum(np.square(x.astype(np.float64))) for x in jax.tree.leaves(tree))))
+
     with open(out_path, "w") as f:
         json.dump(
             {
                 "losses_one": one["losses"],
                 "losses_eight": eight["losses"],
-                "max_param_difference": max(differences),
-                "max_param": scale,
+                "param_distance": norm(jax.tree.map(np.subtract, one["params"], eight["params"])),
+                "param_movement": norm(jax.tree.map(np.subtract, one["params"], one["initial"])),
                 "param_devices": eight["param_devices"],
                 "image_shards": eight["image_shards"],
             },
