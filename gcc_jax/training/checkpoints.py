@@ -26,11 +26,13 @@ import pathlib
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from gcc_jax.training.state import TrainState
 
-__all__ = ["RunCheckpoints", "restore_params"]
+__all__ = ["RunCheckpoints", "latest_param_shapes", "param_shape_differences", "restore_params"]
 
 _LATEST_DIR = "checkpoints"
 _BEST_DIR = "best"
@@ -136,6 +138,44 @@ class RunCheckpoints:
         """Waits for pending saves and releases the managers."""
         self._latest.close()
         self._best.close()
+
+
+def latest_param_shapes(workdir: str | os.PathLike) -> tuple[int, dict[str, tuple[int, ...]]] | None:
+    """Step and parameter shapes of a workdir's newest resumable checkpoint, without loading it.
+
+    Read from the checkpoint's metadata, so nothing is restored and nothing is written.
+
+    Returns:
+      ``(step, {"features/conv1_1/kernel": shape, ...})``, or ``None`` without a checkpoint.
+    """
+    directory = pathlib.Path(workdir).absolute() / _LATEST_DIR
+    # Complete checkpoints are folders named by their step; orbax's partial ones carry a suffix.
+    steps = sorted((int(p.name) for p in directory.glob("*") if p.name.isdigit() and (p / "state").is_dir()), reverse=True)
+    if not steps:
+        return None
+    metadata = ocp.StandardCheckpointHandler().metadata(epath.Path(directory / str(steps[0]) / "state"))
+    tree = getattr(metadata, "tree", metadata)
+    leaves = jax.tree_util.tree_flatten_with_path(tree["params"])[0]
+    return steps[0], {_key_path(path): tuple(leaf.shape) for path, leaf in leaves}
+
+
+def param_shape_differences(saved: dict[str, tuple[int, ...]], params: Any) -> list[str]:
+    """Where ``params`` and the saved shapes (:func:`latest_param_shapes`) disagree.
+
+    Returns:
+      One ``"name: saved (…), now (…)"`` entry per parameter whose shape differs, is missing
+      or is new; empty when the checkpoint fits.
+    """
+    now = {_key_path(path): tuple(np.shape(leaf)) for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+    return [
+        f"{name}: saved {saved.get(name, 'none')}, now {now.get(name, 'none')}"
+        for name in sorted(set(saved) | set(now))
+        if saved.get(name) != now.get(name)
+    ]
+
+
+def _key_path(path) -> str:
+    return "/".join(str(getattr(key, "key", getattr(key, "name", key))) for key in path)
 
 
 def restore_params(workdir: str | os.PathLike, abstract_params: Any, *, which: str = "best") -> tuple[Any, int]:

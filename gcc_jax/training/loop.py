@@ -2,8 +2,10 @@
 
 Flow of a run in ``workdir`` (every process of a multi-host run executes the same flow):
 
-1. Save the resolved config (``config.json``); build the mesh, model, optimizer and the
-   replicated train state; restore the newest checkpoint if the workdir has one.
+1. Check that the run can start before writing anything: the config fits the devices, the
+   data set opens (a lazy build happens here), and a checkpoint already in the workdir fits
+   the model's parameter shapes. Then save the resolved config (``config.json``), and restore
+   the newest checkpoint if the workdir has one.
 2. Fresh runs evaluate the untrained model at step 0, so every learning curve starts there.
 3. Train: each epoch's input pipeline is rebuilt from ``(seed, epoch)`` and, when resuming
    mid-epoch, skips the batches already consumed, so a resumed run sees exactly the batches
@@ -14,11 +16,12 @@ Flow of a run in ``workdir`` (every process of a multi-host run executes the sam
    beside the trivial predictor's MAE, localization precision / recall / F1
    (``config.localization``), density-map pictures, and the best checkpoint.
 6. Every ``checkpoint_every_steps`` (and at the end): a resumable checkpoint, written only
-   after the metrics up to that step were found finite.
+   after the losses up to that step and every value of the train state were found finite.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -28,13 +31,14 @@ import time
 from collections.abc import Iterator
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from gcc_jax.data import make_train_dataset, train_steps_per_epoch
 from gcc_jax.localization_scoring import LocalizationOptions
 from gcc_jax.training import config as config_lib
-from gcc_jax.training.checkpoints import RunCheckpoints
+from gcc_jax.training.checkpoints import RunCheckpoints, latest_param_shapes, param_shape_differences
 from gcc_jax.training.config import dataset_kwargs, pipeline_kwargs
 from gcc_jax.training.evaluation import (
     evaluate,
@@ -102,19 +106,52 @@ def _format(metrics: dict, names: tuple[str, ...]) -> str:
     return " ".join(f"{name} {metrics[name]:.4g}" for name in names if name in metrics)
 
 
-def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str | os.PathLike, num_devices: int) -> pathlib.Path:
-    """Checks ``config`` against the devices and saves it in ``workdir`` (process 0)."""
+def _check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
+    """Checks ``config`` and that its batch splits over the devices."""
     config_lib.check_config(config)
     if config.batch_size % num_devices:
         raise ValueError(
             f"config.batch_size={config.batch_size} must be a multiple of the {num_devices} devices "
             f"({jax.process_count()} process(es)): every device takes an equal slice of the batch"
         )
-    workdir = pathlib.Path(workdir).absolute()
-    if jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
-        _save_config(config, workdir)
-    return workdir
+
+
+def _check_resumable(config: ml_collections.ConfigDict, workdir: pathlib.Path, params) -> None:
+    """Refuses a workdir whose newest checkpoint does not fit ``params``, in one message.
+
+    Checked on the checkpoint's metadata before anything is written, so the workdir (its
+    ``config.json``, its checkpoints) stays as it was.
+
+    Raises:
+      ValueError: naming the config fields that changed and the first parameters whose shapes
+        differ.
+    """
+    found = latest_param_shapes(workdir)
+    if found is None:
+        return
+    step, saved = found
+    differences = param_shape_differences(saved, params)
+    if not differences:
+        return
+    path = workdir / config_lib.CONFIG_FILE
+    changed = []
+    if path.is_file():
+        saved_config = config_lib.upgrade_saved_config(json.loads(path.read_text()))
+        changed = _changed_fields(saved_config, json.loads(json.dumps(config.to_dict())))
+    shown = "; ".join(differences[:2]) + (f"; and {len(differences) - 2} more" if len(differences) > 2 else "")
+    raise ValueError(
+        f"workdir {workdir} holds a checkpoint (step {step}) of a model with other parameter shapes "
+        f"({shown}); "
+        + (f"the config it was trained with differs in: {'; '.join(changed)}. " if changed else "")
+        + "Resume with that config, or give another --workdir for a new run."
+    )
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    """Whether every floating-point value of ``tree`` is finite (one device reduction)."""
+    checks = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)
 
 
 def _run_length(config: ml_collections.ConfigDict) -> tuple[int, int]:
@@ -204,17 +241,28 @@ class _TrainMetrics:
     def add(self, metrics: dict) -> None:
         self.pending.append(metrics)
 
-    def _raise_if_not_finite(self, host: list[dict], first_step: int) -> None:
+    def stop(self, problem: str) -> NonFiniteLossError:
+        """The error that ends the run, saying which checkpoint is the last good one."""
+        self.checkpoints.wait_until_finished()
+        latest = self.checkpoints.latest_step()
+        return NonFiniteLossError(
+            f"{problem}; training stopped. "
+            + (f"The last checkpoint (step {latest}) predates it and holds finite values." if latest is not None
+               else "No checkpoint was written.")
+        )  # fmt: skip
+
+    def check(self, step: int) -> list[dict]:
+        """The pending metrics (the steps up to ``step``) on the host, without writing them.
+
+        Raises:
+          NonFiniteLossError: a pending loss is NaN or infinite.
+        """
+        host = jax.device_get(self.pending)
+        first_step = step - len(host) + 1
         for offset, metrics in enumerate(host):
-            if np.isfinite(metrics["loss"]):
-                continue
-            self.checkpoints.wait_until_finished()
-            latest = self.checkpoints.latest_step()
-            raise NonFiniteLossError(
-                f"training loss is {float(metrics['loss'])} at step {first_step + offset}; training stopped. "
-                + (f"The last checkpoint (step {latest}) predates it and is intact." if latest is not None
-                   else "No checkpoint was written.")
-            )  # fmt: skip
+            if not np.isfinite(metrics["loss"]):
+                raise self.stop(f"training loss is {float(metrics['loss'])} at step {first_step + offset}")
+        return host
 
     def flush(self, step: int) -> None:
         """Brings the pending metrics (the steps up to ``step``) to the host, checks them and
@@ -225,8 +273,7 @@ class _TrainMetrics:
         """
         if not self.pending:
             return
-        host = jax.device_get(self.pending)
-        self._raise_if_not_finite(host, step - len(host) + 1)
+        host = self.check(step)
         elapsed = time.perf_counter() - self.interval_start
         means = {name: float(np.mean([m[name] for m in host])) for name in host[0]}
         for name, value in means.items():
@@ -278,26 +325,44 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       The metrics of the last evaluation (``mae``, ``rmse``, ``nae``, ``trivial_mae``, ...).
 
     Raises:
-      ValueError: a config the program cannot run (named field), or a batch that does not
-        split across the devices.
-      NonFiniteLossError: the loss became NaN / inf (the message names the step; no
-        checkpoint is written after it).
+      ValueError: a config the program cannot run (named field), a batch that does not split
+        across the devices, a data set that cannot be opened or built, or a workdir whose
+        checkpoint does not fit the model (the changed config fields are named). Nothing is
+        written to the workdir in these cases.
+      NonFiniteLossError: the loss or the train state became NaN / inf (the message names the
+        step; no checkpoint is written after it).
     """
     config = resolve_recipe(config)
+    # On failure the checkpoint managers are closed (pending saves finished) before the
+    # exception leaves, instead of orbax's threads dying with the interpreter.
+    with contextlib.ExitStack() as on_failure:
+        metrics = _train_and_evaluate(config, pathlib.Path(workdir).absolute(), on_failure)
+        on_failure.pop_all()
+    return metrics
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path, on_failure: contextlib.ExitStack):
     mesh = create_mesh()
-    workdir = _prepare_workdir(config, workdir, mesh.size)
+    _check_config(config, mesh.size)
     is_chief = jax.process_index() == 0
-    steps_per_epoch, total_steps = _run_length(config)
+    steps_per_epoch, total_steps = _run_length(config)  # opens (or builds) the data set
     model = create_model(config)
     learning_rate_fn = create_learning_rate_fn(config.optimizer, steps_per_epoch, total_steps)
     state = create_train_state(config, model, create_optimizer(config.optimizer, learning_rate_fn), mesh)
+    _check_resumable(config, workdir, state.params)
+    if is_chief:  # the run can start: only now is anything written
+        workdir.mkdir(parents=True, exist_ok=True)
+        _save_config(config, workdir)
     checkpoints = RunCheckpoints(workdir, max_to_keep=config.max_checkpoints_to_keep)
+    on_failure.callback(checkpoints.close)
     writer = MetricWriter(workdir, enabled=is_chief)
+    on_failure.callback(writer.close)
     state, position = _restore(checkpoints, state, writer)
     loss_fn = make_loss_fn(config.loss, crop_size=config.crop_size, mesh=mesh)
     train_step = make_train_step(mesh, loss_fn=loss_fn, learning_rate_fn=learning_rate_fn)
     validate = _Validation(config, workdir, model, writer, checkpoints)
     progress = ProgressBar(total_steps, position.step, enabled=is_chief and config.progress_bar, verbose=is_chief)
+    on_failure.callback(progress.close)
     progress.write(
         f"{jax.process_count()} process(es), {mesh.size} device(s) ({jax.devices()[0].platform}); "
         f"{steps_per_epoch} steps per epoch, {total_steps} steps; workdir {workdir}"
@@ -332,6 +397,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         if epoch_done or last:
             progress.write(_epoch_line(position, total_steps, train_metrics.end_epoch(), eval_metrics))
         if position.step % config.checkpoint_every_steps == 0 or last:
+            # No checkpoint may hold a NaN / inf: the losses since the last flush and the whole
+            # state are checked (log and checkpoint intervals need not divide each other).
+            train_metrics.check(position.step)
+            if not bool(jax.device_get(_all_finite(state))):
+                raise train_metrics.stop(
+                    f"the train state (parameters or optimizer moments) holds NaN / inf after step {position.step}"
+                )
             checkpoints.save(state, dataclasses.asdict(position))
 
     checkpoints.wait_until_finished()
