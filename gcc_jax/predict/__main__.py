@@ -5,4 +5,4 @@ import sys
 from gcc_jax.predict._run import main
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

@@ -42,7 +42,8 @@ __all__ = [
     "write_summary",
 ]
 
-SUMMARY_FIELDS = ("image", "name", "height", "width", "count", "num_points", "num_tiles", "seconds")
+# "error" is empty for an image that was processed, else why it could not be.
+SUMMARY_FIELDS = ("image", "name", "height", "width", "count", "num_points", "num_tiles", "seconds", "error")
 
 
 def _shrink(image: np.ndarray, max_side: int) -> tuple[Image.Image, float]:
@@ -202,16 +203,20 @@ def write_summary(
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """A plain-text table of the summary rows (name, size, count, heads, tiles, seconds)
-    with a total line."""
+    with a total line over the images that were processed; a failed image shows ``failed``."""
     header = ("image", "size (h x w)", "count", "heads", "tiles", "seconds")
+    done = [r for r in rows if not r.get("error")]
     lines = [
         (str(r["name"]), f"{r['height']} x {r['width']}", f"{r['count']:.1f}", str(r["num_points"]),
          str(r["num_tiles"]), f"{r['seconds']:.2f}")
+        if not r.get("error") else (str(r["name"]), "", "failed", "", "", "")
         for r in rows
     ]  # fmt: skip
+    failed = f", {len(rows) - len(done)} failed" if len(done) < len(rows) else ""
     total = (
-        f"total ({len(rows)})", "", f"{sum(r['count'] for r in rows):.1f}", str(sum(r["num_points"] for r in rows)),
-        str(sum(r["num_tiles"] for r in rows)), f"{sum(r['seconds'] for r in rows):.2f}",
+        f"total ({len(done)}{failed})", "", f"{sum(r['count'] for r in done):.1f}",
+        str(sum(r["num_points"] for r in done)), str(sum(r["num_tiles"] for r in done)),
+        f"{sum(r['seconds'] for r in done):.2f}",
     )  # fmt: skip
     widths = [max(len(row[k]) for row in (header, *lines, total)) for k in range(len(header))]
 

@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from gcc_jax.imagenet import normalize_images
 from gcc_jax.inference import open_trained_model, resolve_localization
@@ -90,16 +90,24 @@ def load_image(image) -> np.ndarray:
 
     Args:
       image: a path (any format Pillow reads; greyscale, palette and RGBA are converted to RGB;
-        EXIF orientation is *not* applied, so points refer to the stored pixel grid), or a uint8
-        array ``[H, W, 3]``, ``[H, W, 4]`` (alpha dropped), ``[H, W, 1]`` or ``[H, W]`` (grey).
+        the EXIF orientation of phone photos is applied, so the image and its points are upright
+        as a photo viewer shows them), or a uint8 array ``[H, W, 3]``, ``[H, W, 4]`` (alpha
+        dropped), ``[H, W, 1]`` or ``[H, W]`` (grey).
 
     Raises:
-      ValueError: an array that is not uint8 or has another shape.
-      FileNotFoundError / PIL.UnidentifiedImageError: an unreadable path.
+      ValueError: an array that is not uint8 or has another shape, or a file that is not a
+        readable image (truncated, not an image at all); the message names the file.
+      FileNotFoundError: a path that does not exist.
     """
     if isinstance(image, (str, os.PathLike)):
-        with Image.open(image) as opened:
-            return np.asarray(opened.convert("RGB"))
+        if not os.path.isfile(image):
+            raise FileNotFoundError(f"{image}: no such image file")
+        try:
+            with Image.open(image) as opened:
+                return np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            # Pillow reports a truncated or foreign file without naming it.
+            raise ValueError(f"{image}: not a readable image ({err})") from err
     array = np.asarray(image)
     if array.dtype != np.uint8:
         raise ValueError(f"image arrays must be uint8 RGB in [0, 255], got dtype {array.dtype}")
@@ -367,7 +375,7 @@ def count(
     which: str = "best",
     threshold: float | None = None,
     pixel_offset: float | None = None,
-    one_per_plateau: bool | None = None,
+    one_per_plateau: bool | None = True,
     tile_size: int = 1024,
     overlap: int = 256,
     bucket: int = 128,
@@ -384,8 +392,10 @@ def count(
       threshold: peak threshold; ``None``: the workdir's chosen one, else its config's, else
         :data:`gcc_jax.localization.DEFAULT_THRESHOLD`.
       pixel_offset: added to point coordinates; ``None``: as ``threshold``, default 0.
-      one_per_plateau: one point per plateau of equal maxima; ``None``: as ``threshold``,
-        default False (GL's recipe).
+      one_per_plateau: one point per plateau of equal maxima, i.e. per head (default);
+        ``False`` keeps every pixel of a plateau (GL's recipe, which paper-protocol evaluation
+        uses: the bilinear upsampling makes pairs of equal maxima along every image border);
+        ``None``: as ``threshold``.
       tile_size, overlap, bucket: see :class:`Predictor`.
 
     Returns:

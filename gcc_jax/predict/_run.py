@@ -8,9 +8,13 @@ saved config) or a model directory (``python -m gcc_jax.convert_weights``). Inpu
 files or folders (their ``.jpg``/``.jpeg``/``.png``/``.bmp``/``.tif``/``.tiff``/``.webp`` files,
 not recursive). Per image it writes the files of :mod:`gcc_jax.predict._outputs` into
 ``--out``, then ``summary.csv`` / ``summary.json``, and prints a table with the number of
-compiled programs. The peak threshold is ``--threshold``, else the one
+compiled programs. An image that cannot be read or processed is named on one ``error:`` line
+and listed in the summary with the reason; the others are processed all the same, and the
+command then exits with status 1. The peak threshold is ``--threshold``, else the one
 ``python -m gcc_jax.evaluate --choose_threshold`` stored with the checkpoint, else the
-config's, else GL's recipe (:data:`gcc_jax.localization.DEFAULT_THRESHOLD`).
+config's, else GL's recipe (:data:`gcc_jax.localization.DEFAULT_THRESHOLD`). Each head gets
+one point (``--no-one_per_plateau`` gives every pixel of a plateau of equal maxima, the
+reference recipe that paper-protocol evaluation keeps).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from gcc_jax import cli
 from gcc_jax.localization import DEFAULT_THRESHOLD
 from gcc_jax.predict._outputs import format_table, write_prediction, write_summary
 from gcc_jax.predict._predictor import IMAGE_SUFFIXES, Predictor, load_image
@@ -71,6 +76,7 @@ def predict_files(
     max_side: int = 2048,
     progress: Callable[[str], None] | None = None,
     settings: Mapping[str, Any] | None = None,
+    report_failure: Callable[[pathlib.Path, str], None] | None = None,
 ) -> list[dict]:
     """Runs ``predictor`` on image files and writes every output into ``out_dir``.
 
@@ -82,26 +88,35 @@ def predict_files(
       progress: called with a line per image (e.g. ``print``).
       settings: extra entries for ``summary.json``'s settings (e.g. the checkpoint), beside
         :meth:`Predictor.describe`.
+      report_failure: called with ``(path, reason)`` for each image that could not be processed
+        (unreadable, truncated, not an image); the other images are processed all the same.
 
     Returns:
       The summary rows (:data:`~gcc_jax.predict.SUMMARY_FIELDS`), also written as
-      ``summary.csv`` / ``summary.json``.
+      ``summary.csv`` / ``summary.json``; a failed image's row holds its ``error``.
     """
     files = [pathlib.Path(f) for f in files]
     rows = []
     for path, name in zip(files, _unique_names(files)):
         start = time.perf_counter()
-        image = load_image(path)
-        prediction = predictor.predict(image, name=name)
-        seconds = time.perf_counter() - start
-        write_prediction(
-            prediction, image, out_dir, source=str(path), threshold=predictor.threshold,
-            pixel_offset=predictor.pixel_offset, max_side=max_side,
-        )  # fmt: skip
+        try:
+            image = load_image(path)
+            prediction = predictor.predict(image, name=name)
+            seconds = time.perf_counter() - start
+            write_prediction(
+                prediction, image, out_dir, source=str(path), threshold=predictor.threshold,
+                pixel_offset=predictor.pixel_offset, max_side=max_side,
+            )  # fmt: skip
+        except Exception as err:  # one bad image must not cost the others their results
+            reason = cli.error_line(err).removeprefix(f"{path}: ")
+            rows.append({"image": str(path), "name": name, "error": reason})
+            if report_failure is not None:
+                report_failure(path, reason)
+            continue
         row = {
             "image": str(path), "name": name, "height": prediction.image_hw[0], "width": prediction.image_hw[1],
             "count": prediction.count, "num_points": len(prediction.points), "num_tiles": prediction.num_tiles,
-            "seconds": seconds,
+            "seconds": seconds, "error": "",
         }  # fmt: skip
         rows.append(row)
         if progress is not None:
@@ -121,20 +136,29 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--threshold", type=float, default=None, help=f"peak threshold (default: stored choice, config, {DEFAULT_THRESHOLD})")
     parser.add_argument("--pixel_offset", type=float, default=None, help="pixels added to point coordinates")
     parser.add_argument(
-        "--one_per_plateau", action=argparse.BooleanOptionalAction, default=None,
-        help="one point per plateau of equal maxima (default: stored choice, config, off)",
+        "--one_per_plateau", action=argparse.BooleanOptionalAction, default=True,
+        help="one point per head where the upsampled map has a plateau of equal maxima (default); "
+        "--no-one_per_plateau keeps every pixel of it, the reference recipe used by paper-protocol evaluation",
     )  # fmt: skip
     parser.add_argument("--tile_size", type=int, default=1024, help="longest side run whole; tile side above it")
     parser.add_argument("--overlap", type=int, default=256, help="pixels shared by neighbouring tiles")
     parser.add_argument("--bucket", type=int, default=128, help="image sides are padded to a multiple of this")
     parser.add_argument("--max_side", type=int, default=2048, help="longest side of the output pictures")
+    cli.add_debug_argument(parser)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> list[dict]:
-    """The command line; returns the summary rows."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status (1 if any image failed)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    return cli.run(lambda: _predict(args), debug=args.debug)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    out = pathlib.Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the outputs")
     files = expand_inputs(args.inputs)
     predictor = Predictor.from_checkpoint(
         args.checkpoint, which=args.which, threshold=args.threshold, pixel_offset=args.pixel_offset,
@@ -149,11 +173,16 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     rows = predict_files(
         files, predictor, args.out, max_side=args.max_side, progress=lambda line: print(line, flush=True),
         settings={"checkpoint": str(args.checkpoint), "which": args.which},
+        report_failure=lambda path, reason: print(f"error: {path}: {reason}", file=sys.stderr, flush=True),
     )  # fmt: skip
     print(format_table(rows))
     print(f"{predictor.num_compilations} compiled program(s) for {len(rows)} image(s); outputs in {args.out}")
-    return rows
+    failed = [r for r in rows if r["error"]]
+    if failed:
+        print(f"error: {len(failed)} of {len(rows)} image(s) could not be processed (see summary.csv)", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gcc_jax.predict import density_overlay, expand_inputs, points_picture
+from gcc_jax.predict import density_overlay, expand_inputs, load_image, points_picture
 from gcc_jax.predict._run import main
 
 PER_IMAGE = ("_density.png", "_points.png", "_points.csv", "_points.json")
@@ -26,7 +26,8 @@ def test_cli_writes_every_output(model_dir, sample_images, tmp_path, capsys):
     shutil.copy(sample_images["a"], duplicate)
     out = tmp_path / "out"
 
-    rows = main([str(folder), str(duplicate), "--checkpoint", str(model_dir), "--out", str(out), "--threshold", "0.03"])
+    assert main([str(folder), str(duplicate), "--checkpoint", str(model_dir), "--out", str(out), "--threshold", "0.03"]) == 0
+    rows = json.loads((out / "summary.json").read_text())["images"]
 
     assert [r["name"] for r in rows] == ["000", "IMG_3", "IMG_3_2"]
     for name in ("000", "IMG_3", "IMG_3_2"):
@@ -85,3 +86,57 @@ def test_pictures_show_density_and_points():
     big = big[big.shape[0] - 200 :]
     assert big.shape == (200, 500, 3)
     assert (big[95:106, 245:256] != 100).any()
+
+
+def _exif_rotated_jpeg(path, pixels):
+    """``pixels`` stored as is, tagged with EXIF orientation 6 (a viewer turns it 90° clockwise)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(path, exif=exif.tobytes())
+
+
+def test_cli_processes_every_readable_image_and_names_the_others(model_dir, sample_images, tmp_path, capsys):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    Image.open(sample_images["a"]).convert("L").save(inputs / "gray.jpg")
+    data = sample_images["a"].read_bytes()
+    (inputs / "trunc.jpg").write_bytes(data[: len(data) // 2])
+    Image.open(sample_images["b"]).convert("RGBA").save(inputs / "alpha.png")
+    (inputs / "notes.jpg").write_text("not an image\n")
+    out = tmp_path / "out"
+    status = main([str(inputs), "--checkpoint", str(model_dir), "--out", str(out)])
+
+    assert status == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert lines[0].startswith(f"error: {inputs / 'notes.jpg'}: not a readable image")
+    assert lines[1].startswith(f"error: {inputs / 'trunc.jpg'}: not a readable image (image file is truncated")
+    assert lines[2] == "error: 2 of 4 image(s) could not be processed (see summary.csv)"
+    summary = json.loads((out / "summary.json").read_text())
+    by_name = {r["name"]: r for r in summary["images"]}
+    assert sorted(by_name) == ["alpha", "gray", "notes", "trunc"]  # the summary is written all the same
+    assert by_name["alpha"]["error"] == by_name["gray"]["error"] == ""
+    assert "truncated" in by_name["trunc"]["error"] and (out / "alpha_points.json").is_file()
+    assert summary["settings"]["one_per_plateau"] is True  # one point per head by default
+    with open(out / "summary.csv") as f:
+        assert [r["error"] != "" for r in csv.DictReader(f)] == [False, False, True, True]
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    pixels = np.zeros((20, 50, 3), np.uint8)
+    pixels[:, :10] = 255  # a white band on the left of the stored grid
+    _exif_rotated_jpeg(tmp_path / "phone.jpg", pixels)
+    upright = load_image(tmp_path / "phone.jpg")
+    assert upright.shape == (50, 20, 3)  # as a viewer shows it: turned 90° clockwise
+    assert upright[:10].mean() > 200 and upright[-10:].mean() < 50  # the band is now on top
+
+
+def test_bad_out_and_checkpoint_fail_in_one_line(model_dir, sample_images, tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file")
+    assert main([str(sample_images["a"]), "--checkpoint", str(model_dir), "--out", str(tmp_path / "taken")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out {tmp_path / 'taken'} is a file") and "Traceback" not in err
+    assert main([str(sample_images["a"]), "--checkpoint", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nowhere" in err.splitlines()[0] and "Traceback" not in err

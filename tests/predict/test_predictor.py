@@ -203,3 +203,19 @@ def test_training_workdir_best_checkpoint_and_stored_threshold(tiny_model, sampl
     expected = Predictor(model, variables, predictor.mesh, threshold=0.04).predict(sample_images["b"])
     np.testing.assert_allclose(found.density, expected.density, rtol=1e-6)
     np.testing.assert_array_equal(found.points, expected.points)
+
+
+def _close_pairs(points, radius=1.5):
+    distances = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    return int(np.sum(np.triu(distances <= radius, k=1)))
+
+
+def test_count_gives_one_point_per_head_by_default(model_dir, sample_images):
+    # The bilinear upsampling makes plateaus of equal maxima (along the image borders above
+    # all); the reference recipe reports every pixel of one, so one head gets two points.
+    (default,) = count(sample_images["a"], checkpoint=model_dir, threshold=0.02)
+    (reference,) = count(sample_images["a"], checkpoint=model_dir, threshold=0.02, one_per_plateau=False)
+    assert _close_pairs(reference.points) > 0
+    assert _close_pairs(default.points) == 0
+    # The same peaks, each plateau reduced to one of its pixels.
+    assert {tuple(p) for p in default.points} < {tuple(p) for p in reference.points}
