@@ -11,8 +11,11 @@ Prints one JSON object (``mae``, ``rmse`` — the literature's "MSE" —, ``nae`
 ``trivial_mae`` / ``trivial_rmse`` of the mean-training-count predictor, ``num_images``,
 ``loc/threshold`` and ``loc/{precision,recall,f1}_<setting>`` (see
 :func:`gcc_jax.training.evaluate`), ``checkpoint``, ``step``, ``split``) and writes it to
-``--output`` (default ``WORKDIR/eval_<split>_<checkpoint>.json`` when a workdir is given).
-Runs on this process's devices; the work is :func:`gcc_jax.inference.evaluate_checkpoint`.
+``--output`` (default ``WORKDIR/eval_<split>_<checkpoint>.json`` when a workdir is given, the
+split expression reduced to a file name: ``test[:10]`` → ``eval_test_10_best.json``). A
+progress bar with the images done and the time left goes to stderr (``--noprogress`` hides
+it). Errors end in one ``error:`` line (``--debug`` shows the traceback). Runs on this
+process's devices; the work is :func:`gcc_jax.inference.evaluate_checkpoint`.
 
 Localization threshold: ``--threshold``, else the one stored by ``--choose_threshold``
 (``localization_threshold.json`` in the workdir, or in the model directory), else
@@ -27,25 +30,32 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 
-from gcc_jax import inference
+from gcc_jax import cli, inference
 from gcc_jax.training import config as config_lib
 
-__all__ = ["main"]
+__all__ = ["main", "output_name"]
 
 
-def _output_path(workdir: str | None, checkpoint: str, split: str) -> pathlib.Path | None:
-    """``WORKDIR/eval_<split>_<checkpoint>.json`` (a model directory by its folder name)."""
-    if workdir is None:
-        return None
+def output_name(split: str, checkpoint: str) -> str:
+    """``eval_<split>_<checkpoint>.json`` with the split expression made a plain file name.
+
+    ``test[:10]`` gives ``eval_test_10_best.json``, ``train+val`` stays; a model directory's
+    checkpoint is named by its folder.
+    """
     name = checkpoint if inference.is_run_checkpoint(checkpoint) else pathlib.Path(checkpoint).name
-    return pathlib.Path(workdir) / f"eval_{split.replace('/', '_')}_{name}.json"
+    plain = re.sub(r"[^\w.+-]+", "_", split).strip("_")
+    return f"eval_{plain}_{name}.json"
 
 
-def main(argv) -> None:
+def main(argv) -> int:
     from absl import flags
 
-    flags_ = flags.FLAGS
+    return cli.run(lambda: _evaluate_command(argv, flags.FLAGS), debug=flags.FLAGS.debug)
+
+
+def _evaluate_command(argv, flags_) -> None:
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments: {argv[1:]}")
     workdir = flags_.workdir
@@ -53,11 +63,13 @@ def main(argv) -> None:
     metrics = inference.evaluate_checkpoint(
         config, workdir=workdir, checkpoint=flags_.checkpoint, split=flags_.split, threshold=flags_.threshold,
         pixel_offset=flags_.pixel_offset, one_per_plateau=flags_.one_per_plateau,
-        choose_threshold=flags_.choose_threshold,
+        choose_threshold=flags_.choose_threshold, progress=flags_.progress,
     )  # fmt: skip
     line = json.dumps(metrics)
     print(line)
-    output = flags_.output or _output_path(workdir, flags_.checkpoint, metrics["split"])
+    output = flags_.output
+    if output is None and workdir is not None:
+        output = pathlib.Path(workdir) / output_name(metrics["split"], flags_.checkpoint)
     if output is not None:
         pathlib.Path(output).write_text(line + "\n")
 
@@ -80,10 +92,12 @@ def _define_flags() -> None:
         "choose_threshold", False,
         f"Choose the localization threshold with the best F1 on --split and store it ({inference.THRESHOLD_FILE}).",
     )  # fmt: skip
+    flags.DEFINE_boolean("progress", True, "Show a progress bar with the time left on stderr.")
+    cli.define_debug_flag()
 
 
 if __name__ == "__main__":
     from absl import app
 
     _define_flags()
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_absl_flags)

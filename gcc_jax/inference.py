@@ -30,12 +30,14 @@ import json
 import logging
 import os
 import pathlib
+import sys
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import tqdm
 from jax.sharding import Mesh
 
 from gcc_jax.localization import DEFAULT_THRESHOLD
@@ -275,12 +277,20 @@ def resolve_localization(
 
 
 def predict_split(
-    trained: TrainedModel, config: ml_collections.ConfigDict, split: str | None, mesh: Mesh
+    trained: TrainedModel, config: ml_collections.ConfigDict, split: str | None, mesh: Mesh, *, progress: bool = False
 ) -> Iterator[dict[str, Any]]:
     """Per-image records (:func:`gcc_jax.training.iterate_predictions`) of ``trained`` on a
-    split of ``config.dataset``, through the run's evaluation pipeline, on ``mesh``."""
+    split of ``config.dataset``, through the run's evaluation pipeline, on ``mesh``;
+    ``progress`` draws a bar (images done, rate, time left) on stderr."""
     predict_fn = make_predict_fn(trained.model.apply, mesh)
-    return iterate_predictions(predict_fn, trained.variables, make_eval_batches(config, split), mesh)
+    batches = make_eval_batches(config, split)
+    records = iterate_predictions(predict_fn, trained.variables, batches, mesh)
+    if not progress:
+        return records
+    return tqdm.tqdm(
+        records, total=batches.num_examples, desc=f"evaluating {split or config.dataset.eval_split}", unit="image",
+        file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10.0,
+    )  # fmt: skip
 
 
 def _choice_record(records, options: LocalizationOptions, about: dict) -> dict:
@@ -307,6 +317,7 @@ def evaluate_checkpoint(
     pixel_offset: float | None = None,
     one_per_plateau: bool | None = None,
     choose_threshold: bool = False,
+    progress: bool = False,
 ) -> dict:
     """Counting and localization metrics of a checkpoint on a split (this process's devices).
 
@@ -322,6 +333,7 @@ def evaluate_checkpoint(
         :func:`resolve_localization`.
       choose_threshold: choose the threshold with the best F1 on this split, store it
         (:func:`threshold_path`) and report the metrics at it.
+      progress: show a progress bar (images done, rate, time left) on stderr.
 
     Returns:
       The metrics of :func:`gcc_jax.training.evaluate` plus ``checkpoint``, ``step`` (or
@@ -347,7 +359,7 @@ def evaluate_checkpoint(
         options = dataclasses.replace(
             options, threshold=peaks.threshold, pixel_offset=peaks.pixel_offset, one_per_plateau=peaks.one_per_plateau
         )
-    records = predict_split(trained, config, split, mesh)
+    records = predict_split(trained, config, split, mesh, progress=progress)
     chosen = None
     if choose_threshold:
         # Kept without their images: a split's density maps are small, its images are not.

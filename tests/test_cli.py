@@ -61,3 +61,22 @@ def test_train_names_a_mistyped_override_in_one_line():
     assert "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert line.startswith("error: --config.lossname=gl: the config has no field 'lossname'")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["-m", "gcc_jax.evaluate", "--workdir", "{missing}"],
+        ["-m", "gcc_jax.predict.nwpu_submission", "--workdir", "{missing}", "--out", "{missing}/out"],
+    ],
+)
+def test_absl_commands_fail_in_one_line(tmp_path, command):
+    missing = tmp_path / "no_such_run"
+    result = subprocess.run(
+        [sys.executable, *(part.format(missing=missing) for part in command)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert str(missing) in line

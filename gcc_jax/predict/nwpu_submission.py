@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from gcc_jax import inference
+from gcc_jax import cli, inference
 from gcc_jax.localization import density_to_point_list
 from gcc_jax.models import STRIDE
 from gcc_jax.training import config as config_lib
@@ -152,11 +152,14 @@ def write_submission(
     return paths
 
 
-def main(argv) -> None:
-    """The command line (absl flags, as ``gcc_jax.evaluate``)."""
+def main(argv) -> int:
+    """The command line (absl flags, as ``gcc_jax.evaluate``); errors end in one ``error:`` line."""
     from absl import flags
 
-    flags_ = flags.FLAGS
+    return cli.run(lambda: _submission_command(argv, flags.FLAGS), debug=flags.FLAGS.debug)
+
+
+def _submission_command(argv, flags_) -> None:
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments: {argv[1:]}")
     workdir = flags_.workdir
@@ -188,10 +191,11 @@ def _define_flags() -> None:
     flags.DEFINE_boolean(
         "one_per_plateau", None, "One point per plateau of equal maxima (default: the stored choice's, else the config's)."
     )
+    cli.define_debug_flag()
 
 
 if __name__ == "__main__":
     from absl import app
 
     _define_flags()
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_absl_flags)

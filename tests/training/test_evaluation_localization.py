@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from gcc_jax.inference import THRESHOLD_FILE, evaluate_checkpoint, read_threshold_choice
+from gcc_jax.evaluate import output_name
 from gcc_jax.localization import density_to_point_list
 from gcc_jax.localization_scoring import LocalizationOptions, choose_localization_threshold, localization_radii
 from gcc_jax.models import VGG19Density, save_variables
@@ -194,3 +195,15 @@ def test_evaluate_entry_point_chooses_stores_and_reuses_the_threshold(tmp_path):
 
     with pytest.raises(ValueError, match="--workdir"):
         evaluate_checkpoint(config, checkpoint="best", split="val", choose_threshold=True)
+
+
+def test_evaluation_shows_progress_and_names_its_output_plainly(tmp_path, capsys):
+    config = _tiny_config()
+    variables = random_variables(VGG19Density(width=1 / 16), bias_scale=0.0, output_scale=0.02)
+    save_variables(tmp_path / "model", variables, {"width": 1 / 16})
+    evaluate_checkpoint(config, checkpoint=str(tmp_path / "model"), split="val", progress=True)
+    err = capsys.readouterr().err
+    assert "evaluating val" in err and f"{config.dataset.synthetic.num_val}/{config.dataset.synthetic.num_val}" in err
+    assert output_name("test[:10]", "best") == "eval_test_10_best.json"
+    assert output_name("train+val", "latest") == "eval_train+val_latest.json"
+    assert output_name("test[50%:]", str(tmp_path / "model")) == "eval_test_50_model.json"
