@@ -3,7 +3,7 @@
     python train.py --config configs/synthetic.py --workdir /tmp/gcc_synthetic   # the default config
     python train.py --config configs/sha.py --workdir runs/sha \\
         --config.dataset.manual_dir=RAW --config.loss.name=bl --config.batch_size=8
-    python train.py --config configs/sha.py:runlocal      # a few-second check of a setup
+    python train.py --config configs/sha.py:runlocal      # an end-to-end check (a minute or two)
 
 Running it again with the same ``--workdir`` resumes where the run stopped. Without
 ``--workdir`` the run goes to ``/tmp/gcc_jax/<config file name>``.

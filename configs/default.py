@@ -7,9 +7,10 @@ the command line; the config is locked, so a mistyped name fails::
     python train.py --config configs/sha.py --workdir /tmp/sha \\
         --config.batch_size=8 --config.loss.name=bl
 
-``get_config("runlocal")`` (``--config configs/X.py:runlocal``) shrinks a config into a run of
-a few seconds (narrow model, small crop, a few steps, a few evaluation images) for checking
-that a setup works end to end, in the manner of big_vision's ``runlocal``.
+``get_config("runlocal")`` (``--config configs/X.py:runlocal``) shrinks a config into a short
+run (narrow model, small crop, a few steps, a few evaluation images; a minute or two on 2 CPU
+cores, nearly all of it start-up and compilation) for checking that a setup works end to end,
+in the manner of big_vision's ``runlocal``.
 
 Training recipes. The fields marked *recipe* below are ``None`` here: when the run starts they
 take the values of the official trainer of ``config.loss.name``
@@ -237,7 +238,7 @@ def apply_config_arg(config: ml_collections.ConfigDict, arg: str | None) -> ml_c
 
 
 def shrink_for_runlocal(config: ml_collections.ConfigDict) -> None:
-    """Turns ``config`` into a run of seconds that still touches every part of the program.
+    """Turns ``config`` into a short run that still touches every part of the program.
 
     Narrow model (width 1/16), crop 64, batch 2, 4 steps with a checkpoint every 2, and a
     handful of images: the synthetic set is made small, a real data set is cut to at most its first
