@@ -17,8 +17,10 @@ ArrayRecord files are read by index (``tfds.data_source(name, data_dir=...)``,
 per-process shards; TFDS cannot stream them as a ``tf.data.Dataset`` (``tfds.load`` and
 ``builder.as_dataset`` raise ``NotImplementedError``). ``--file_format tfrecord`` writes a
 copy for ``tfds.load(name, data_dir=..., builder_kwargs={"file_format": "tfrecord"})``
-instead; keep it in a data directory of its own, since the pipelines cannot read it. A data set already prepared is kept as it
-is; after changing the raw files, ``--overwrite`` prepares it again from them.
+instead; keep it in a data directory of its own, since the pipelines cannot read it.
+
+A data set already prepared is kept as it is; after changing the raw files, ``--overwrite``
+prepares it again from them.
 """
 
 from __future__ import annotations
