@@ -11,15 +11,22 @@ ours to choose. So a tolerance is a bound on that difference, never a number a m
   differ by at most ``(n − 1) EPS32 Σ|xᵢ|``: :func:`sum_rtol` with ``condition = Σ|xᵢ| / |Σxᵢ|``;
 * a chain of ``k`` roundings (products, ``exp``, ``log``) adds about ``k u`` relative each.
 
-Iterative solvers (GL's Sinkhorn loop, DM-Count's) carry an error through their iterations;
-their tests give the derivation where they use one.
+Long chains of dependent roundings (GL's and DM-Count's Sinkhorn loops, a network's layers)
+make the worst case useless (it grows with every rounding of every iteration). There the
+probabilistic bound of Higham and Mary ("A new approach to probabilistic rounding error
+analysis", SIAM J. Sci. Comput. 2019) is used: with rounding errors independent and of mean
+zero, a result built from ``N`` roundings is off by at most ``λ √N u`` relatively, except with
+probability ``2 exp(−λ²/2)``; :func:`probable_rtol` takes ``λ = 8`` (a failure chance below
+1e-13 per comparison). Which CPU runs the test changes the roundings, not this bound.
 """
 
 import numpy as np
 
-__all__ = ["EPS32", "sum_rtol"]
+__all__ = ["EPS32", "LAMBDA", "gl_rtol", "probable_rtol", "sum_rtol"]
 
 EPS32 = float(np.finfo(np.float32).eps)
+# Confidence factor of the probabilistic bound: it fails with probability 2·exp(−λ²/2) < 1e-13.
+LAMBDA = 8.0
 
 
 def sum_rtol(length: int, *, condition: float = 1.0) -> float:
@@ -33,3 +40,32 @@ def sum_rtol(length: int, *, condition: float = 1.0) -> float:
       ``max(n − 1, 1) · EPS32 · condition``.
     """
     return max(length - 1, 1) * EPS32 * condition
+
+
+def probable_rtol(roundings: int, *, condition: float = 1.0) -> float:
+    """Relative difference allowed between two float32 evaluations built from ``roundings``
+    dependent roundings (Higham–Mary: ``λ √N u`` per evaluation, so twice that between two).
+
+    Args:
+      roundings: number ``N`` of roundings the compared value depends on.
+      condition: amplification of relative input errors into the result (``Σ|xᵢ| / |Σxᵢ|``
+        for a sum).
+
+    Returns:
+      ``2 · λ · √N · (EPS32 / 2) · condition``.
+    """
+    return LAMBDA * float(np.sqrt(max(roundings, 1))) * EPS32 * condition
+
+
+def gl_rtol(*, cells: int, points: int, blur: float = 0.01, scaling: float = 0.5, p: float = 1.0) -> float:
+    """Relative difference allowed between two float32 evaluations of GL (any order, any CPU).
+
+    The potentials come out of ``K`` ε-sweeps (the annealing schedule from the diameter, ≤ 1.6
+    in crop-normalised units, down to ``blur``, and a last extrapolating sweep), each a
+    log-sum-exp over the cells or the points: ``K·(cells + points)`` roundings, the probable
+    bound of :func:`probable_rtol`. The plan ``exp((F + G − C)/ε)`` then turns the absolute
+    rounding of its exponent's three O(1) parts into a relative error of ``3u/ε`` (``u`` =
+    ``EPS32 / 2``, twice that between two evaluations), which dominates at small ``blur``.
+    """
+    sweeps = int(np.ceil(np.log(blur / 1.6) / np.log(scaling))) + 3
+    return probable_rtol(sweeps * (cells + points)) + 3 * EPS32 / blur**p

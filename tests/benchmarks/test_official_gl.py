@@ -8,6 +8,7 @@ pytest.importorskip("torch")
 pytest.importorskip("geomloss")
 
 from benchmarks.official_gl import official_gl_value_and_grad  # noqa: E402
+from tolerances import gl_rtol  # noqa: E402
 
 PARAMS = ("cost", "scale", "blur", "reach", "scaling", "tau", "p", "d_point", "d_pixel")
 
@@ -21,6 +22,9 @@ def test_official_computation_matches_fixture(data_dir, index):
         reference[key + "density"][None], [reference[key + "points"]],
         crop_size=float(reference[key + "crop_size"]), **params,
     )  # fmt: skip
-    np.testing.assert_allclose(loss, reference[key + "out/total"], rtol=1e-5)
+    # The same torch computation as the fixtures', possibly on another CPU: GL's float32 bound.
+    rtol = gl_rtol(cells=reference[key + "density"].size, points=len(reference[key + "points"]),
+                   blur=params["blur"], scaling=params["scaling"], p=params["p"])
+    np.testing.assert_allclose(loss, reference[key + "out/total"], rtol=rtol)
     ref_grad = reference[key + "out/grad"]
-    np.testing.assert_allclose(grad[0], ref_grad, rtol=1e-4, atol=1e-5 * np.abs(ref_grad).max())
+    np.testing.assert_allclose(grad[0], ref_grad, rtol=2 * rtol, atol=2 * rtol * np.abs(ref_grad).max())
