@@ -9,7 +9,10 @@ ours to choose. So a tolerance is a bound on that difference, never a number a m
 * a sum of ``n`` terms computed in any order is off by at most ``(n − 1) u Σ|xᵢ|`` (the bound
   of left-to-right summation; blocked, pairwise and vectorised orders do better), so two orders
   differ by at most ``(n − 1) EPS32 Σ|xᵢ|``: :func:`sum_rtol` with ``condition = Σ|xᵢ| / |Σxᵢ|``;
-* a chain of ``k`` roundings (products, ``exp``, ``log``) adds about ``k u`` relative each.
+* element-wise operations are rounded alike in every order and on every CPU (IEEE
+  arithmetic; XLA's CPU backend neither reassociates nor contracts multiply-adds unless
+  fast-math is switched on), up to a few ulps between ``exp`` / ``log`` implementations; so
+  what differs between two evaluations are their reductions.
 
 Long chains of dependent roundings (GL's and DM-Count's Sinkhorn loops, a network's layers)
 make the worst case useless (it grows with every rounding of every iteration). There the
@@ -22,7 +25,7 @@ probability ``2 exp(−λ²/2)``; :func:`probable_rtol` takes ``λ = 8`` (a fail
 
 import numpy as np
 
-__all__ = ["EPS32", "LAMBDA", "gl_rtol", "probable_rtol", "sum_rtol"]
+__all__ = ["EPS32", "LAMBDA", "bl_rtol", "dm_rtol", "gl_rtol", "probable_rtol", "sum_rtol", "vgg_rtol"]
 
 EPS32 = float(np.finfo(np.float32).eps)
 # Confidence factor of the probabilistic bound: it fails with probability 2·exp(−λ²/2) < 1e-13.
@@ -69,3 +72,40 @@ def gl_rtol(*, cells: int, points: int, blur: float = 0.01, scaling: float = 0.5
     """
     sweeps = int(np.ceil(np.log(blur / 1.6) / np.log(scaling))) + 3
     return probable_rtol(sweeps * (cells + points)) + 3 * EPS32 / blur**p
+
+
+def bl_rtol(*, heads: int, cells: int) -> float:
+    """Relative difference allowed between two float32 evaluations of BL (any order, any CPU).
+
+    Element-wise work (the expanded distances, the logits, ``exp``) is rounded alike
+    everywhere; what differs are the softmax's sum over the heads and the background and the
+    sums over the cells: :func:`probable_rtol` of their lengths, plus a few ulps of ``exp``.
+    ``L = Σ_j |t_j − E_j| + E_bg`` subtracts near-equal parts: compare it also absolutely, at
+    this bound times ``Σ t + Σ A``.
+    """
+    return probable_rtol(heads + 1 + cells) + 4 * EPS32
+
+
+def dm_rtol(*, cells: int, heads: int, iters: int = 100) -> float:
+    """Relative difference allowed between two float32 evaluations of DM-Count.
+
+    Each Sinkhorn iteration reduces over the cells (``Kv``) and the heads (``Kᵀu``): a result
+    depends on ``iters·(cells + heads)`` roundings in sums (:func:`probable_rtol`), plus a few
+    ulps of ``exp`` / ``log``. The OT surrogate ``Σ A·g`` cancels two terms of size
+    ``|⟨Â, β⟩|``, and count / TV subtract near-equal parts: compare those absolutely, at this
+    bound times the size of the parts.
+    """
+    return probable_rtol(iters * (cells + heads)) + 4 * EPS32
+
+
+def vgg_rtol(width: float) -> float:
+    """Difference allowed between two float32 forward passes of ``VGG19Density(width)``,
+    relative to the largest output (any order, any CPU, PyTorch's included).
+
+    Every output depends on the sums of its 19 convolutions, ``k²·C_in`` products each
+    (``k`` the kernel side, ``C_in`` the input channels): :func:`probable_rtol` of their total.
+    Pooling and upsampling add at most a 4-term sum each.
+    """
+    from gcc_jax.models import conv_layers
+
+    return probable_rtol(sum(spec.kernel_size**2 * spec.in_channels for spec in conv_layers(width)) + 4 * 5)

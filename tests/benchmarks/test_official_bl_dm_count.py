@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch")
 from benchmarks.official_bl import official_bl_value_and_grad  # noqa: E402
 from benchmarks.official_dm_count import discrete_map, official_dm_count_value_and_grad  # noqa: E402
 from benchmarks.official_l2 import torch_l2_value_and_grad  # noqa: E402
+from tolerances import EPS32, bl_rtol, dm_rtol, probable_rtol  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +34,13 @@ def test_official_bl_matches_fixture(reference, index):
         use_background=bool(reference[key + "use_bg"]),
         background_ratio=float(reference[key + "bg_ratio"]),
     )
-    np.testing.assert_allclose(loss, reference[key + "loss"], rtol=1e-5)
+    # The same torch computation as the fixtures', possibly on another CPU (tests/tolerances.py).
+    density = reference[key + "density"]
+    rtol = bl_rtol(heads=mask.shape[1], cells=density[0].size)
+    parts = (reference[key + "targets"][mask].sum() + density.sum()) / len(density)
+    np.testing.assert_allclose(loss, reference[key + "loss"], rtol=rtol, atol=rtol * parts)
     ref_grad = reference[key + "grad"]
-    np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-5 * np.abs(ref_grad).max())
+    np.testing.assert_allclose(grad, ref_grad, rtol=2 * rtol, atol=2 * rtol * np.abs(ref_grad).max())
 
 
 @pytest.mark.parametrize("index", range(3))
@@ -48,13 +53,18 @@ def test_official_dm_count_matches_fixture(reference, index):
         wot=float(reference[key + "wot"]), wtv=float(reference[key + "wtv"]),
         reg=float(reference[key + "reg"]), num_iters=int(reference[key + "iters"]),
     )  # fmt: skip
-    np.testing.assert_allclose(loss, reference[key + "total"], rtol=1e-5)
+    # The same torch computation as the fixtures', possibly on another CPU (tests/tolerances.py).
+    mask = reference[key + "point_mask"]
+    rtol = dm_rtol(cells=density[0].size, heads=mask.shape[1], iters=int(reference[key + "iters"]))
+    surrogate_scale = abs(float(reference[key + "ot_obj"]))
+    parts = float(reference[key + "wot"]) * surrogate_scale + (mask.sum() + density.sum()) / len(density)
+    np.testing.assert_allclose(loss, reference[key + "total"], rtol=rtol, atol=rtol * parts)
     for name in ("wd", "ot_obj", "count", "tv"):
-        np.testing.assert_allclose(terms[name], reference[key + name], rtol=1e-4, err_msg=name)
+        np.testing.assert_allclose(terms[name], reference[key + name], rtol=rtol, atol=rtol * parts, err_msg=name)
     # The surrogate's value is round-off around 0 (its gradient is the point): absolute check.
-    assert abs(terms["ot"] - float(reference[key + "ot_loss"])) < 1e-3
+    assert abs(terms["ot"] - float(reference[key + "ot_loss"])) <= rtol * surrogate_scale
     ref_grad = reference[key + "grad"]
-    np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-5 * np.abs(ref_grad).max())
+    np.testing.assert_allclose(grad, ref_grad, rtol=2 * rtol, atol=2 * rtol * np.abs(ref_grad).max())
 
 
 @pytest.mark.parametrize("index", range(3))
@@ -80,5 +90,7 @@ def test_torch_l2_equals_gcc_jax_l2():
     points[mask] = rng.uniform(0.0, 128.0, (int(mask.sum()), 2))
     loss, grad = torch_l2_value_and_grad(density, unpadded(points, mask), sigma=6.0)
     jax_loss, jax_grad = jax.value_and_grad(lambda d: l2_loss(d, points, mask, sigma=6.0)[0])(density)
-    np.testing.assert_allclose(loss, float(jax_loss), rtol=1e-5)
-    np.testing.assert_allclose(grad, np.asarray(jax_grad), rtol=1e-4, atol=1e-6)
+    # Kernels normalised over 128 pixels per axis, ≤ 12 heads per cell, 256 cells summed.
+    rtol = probable_rtol(128 + 12 + 256) + 4 * EPS32
+    np.testing.assert_allclose(loss, float(jax_loss), rtol=rtol)
+    np.testing.assert_allclose(grad, np.asarray(jax_grad), rtol=2 * rtol, atol=2 * rtol * np.abs(grad).max())

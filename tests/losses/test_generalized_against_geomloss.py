@@ -74,4 +74,6 @@ def test_default_batch_loss_is_the_official_trainers():
     np.testing.assert_allclose(loss, ref_loss, rtol=rtol)
     np.testing.assert_allclose(grad, ref_grad, rtol=2 * rtol, atol=2 * rtol * np.abs(ref_grad).max())
     mean_loss, _ = ours("mean")
-    assert abs(mean_loss - ref_loss) > 10 * rtol * abs(ref_loss)
+    # The mean reduction is farther from the official loss than round-off can explain (rtol
+    # bounds two evaluations of the same loss; twice that leaves no doubt).
+    assert abs(mean_loss - ref_loss) > 2 * rtol * abs(ref_loss)

@@ -7,6 +7,7 @@ import pytest
 
 from gcc_jax.convert_weights import main
 from gcc_jax.models import VGG19Density, load_variables
+from tolerances import vgg_rtol
 
 torch = pytest.importorskip("torch")
 from torch_vgg_reference import TorchVGGDensity, randomize_, torchvision_state_dict  # noqa: E402
@@ -20,7 +21,7 @@ def _compare(out_dir, net, seed=0):
     with torch.no_grad():
         want = net(torch.from_numpy(images).permute(0, 3, 1, 2)).numpy()
     got = np.asarray(VGG19Density(**options).apply(variables, images))
-    assert np.max(np.abs(got - want)) <= 1e-4 * np.max(np.abs(want))
+    assert np.max(np.abs(got - want)) <= vgg_rtol(options["width"]) * np.max(np.abs(want))
     return options
 
 
