@@ -9,6 +9,7 @@ from gcc_jax.inference import evaluate_checkpoint
 from gcc_jax.training.config import config_for_command
 from gcc_jax.training import NonFiniteLossError, RunCheckpoints, load_workdir_config, read_metrics, train_and_evaluate
 from tiny_runs import tiny_config
+from tolerances import vgg_rtol
 
 
 def test_tiny_run_trains_evaluates_and_checkpoints(tmp_path):
@@ -30,7 +31,7 @@ def test_tiny_run_trains_evaluates_and_checkpoints(tmp_path):
         assert name in train[0]
     for name in ("mae", "rmse", "nae", "trivial_mae", "num_images"):
         assert name in val[0]
-    assert val[-1]["mae"] == pytest.approx(final["mae"])
+    assert val[-1]["mae"] == final["mae"]  # the same evaluation, written and returned
     assert val[0]["num_images"] == 2
 
     checkpoints = RunCheckpoints(tmp_path)
@@ -50,7 +51,11 @@ def test_tiny_run_trains_evaluates_and_checkpoints(tmp_path):
 
     # The evaluation entry point rebuilds everything from the workdir.
     latest = evaluate_checkpoint(load_workdir_config(tmp_path), workdir=tmp_path, checkpoint="latest")
-    assert latest["step"] == 12 and latest["mae"] == pytest.approx(final["mae"], rel=1e-5)
+    # Another program (the evaluation command's) on the same images: each of the 8 × 8 cells of
+    # a map moves by the network's round-off (tolerances.vgg_rtol) times the largest cell
+    # (below one person), so a count and the mean absolute error by at most 64 times that.
+    assert latest["step"] == 12
+    assert latest["mae"] == pytest.approx(final["mae"], rel=0, abs=64 * vgg_rtol(config.model.width))
 
 
 def test_nan_stops_training_and_keeps_the_last_checkpoint(tmp_path):

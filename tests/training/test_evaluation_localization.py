@@ -71,6 +71,7 @@ def test_radii_scale_to_the_evaluated_image_and_sigma_from_original_boxes():
     boxes = np.asarray([[0, 0, 10, 10], [0, 0, 10, 6]], np.float32) * scale
     radii = localization_radii({"scale": float(scale), "scale_xy": (scale, scale), "boxes": boxes}, (4.0, 8.0))
     assert radii["r4"] == pytest.approx(4 * 0.3) and radii["r8"] == pytest.approx(8 * 0.3)
+    # A product and a scale in float32 against float64: ≤ 2 roundings (1e-6 ≈ 8 EPS32).
     np.testing.assert_allclose(radii["sigma_s"], np.array([5, 3]) * 0.3, rtol=1e-6)
     # sigma_l = int(sqrt(w^2 + h^2) / 2): int(7.07) = 7 and int(5.83) = 5.
     np.testing.assert_allclose(radii["sigma_l"], np.array([7, 5]) * 0.3, rtol=1e-6)
