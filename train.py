@@ -6,7 +6,9 @@
     python train.py --config configs/sha.py:runlocal      # an end-to-end check (a minute or two)
 
 Running it again with the same ``--workdir`` resumes where the run stopped. Without
-``--workdir`` the run goes to ``/tmp/gcc_jax/<config file name>``.
+``--workdir`` the run goes to ``/tmp/gcc_jax/<config file name>``. A workdir whose checkpoint
+belongs to a model of other shapes is refused before anything is written. Errors end in one
+``error: ...`` line; ``--debug`` shows the traceback.
 
 Several hosts: start the same command on every host with ``--distributed`` (JAX detects
 Cloud TPU, SLURM, Open MPI and Kubernetes clusters), or give ``--coordinator_address``,
