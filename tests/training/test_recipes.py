@@ -85,10 +85,10 @@ def test_the_run_saves_the_resolved_recipe(tmp_path, monkeypatch):
     class Stop(Exception):
         pass
 
-    def stop(config):
+    def stop(*args, **kwargs):
         raise Stop
 
-    monkeypatch.setattr(loop, "_run_length", stop)  # the first step after config.json is written
+    monkeypatch.setattr(loop, "RunCheckpoints", stop)  # the first step after config.json is written
     config = _parse("synthetic.py", "--config.loss.name=bl", "--config.optimizer.warmup_epochs=3")
     with pytest.raises(Stop):
         train_and_evaluate(config, tmp_path)
