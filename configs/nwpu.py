@@ -13,13 +13,10 @@ images are resized so the shorter side lies in [512, 2048] (BL / GL rule). On N 
 Settings and their sources:
 - crop 384: DM-Count's per-dataset setting for NWPU (``datasets/dataset_cfg.json``);
 - GL hyper-parameters (docs/losses.md): GL's official ``train.py``;
-- the training recipe follows ``config.loss.name`` unless set explicitly (table and sources in
-  ``configs/default.py``): GL (the default) Adam lr 1e-5, weight decay 1e-5, warm-up over 10
-  epochs, batch 1, 500 epochs, validation every 5 (GL's ``train.py`` and
-  ``utils/emd_dot_trainer.py``); ``--config.loss.name=bl``: weight decay 1e-4, no warm-up,
-  1000 epochs (BL's ``train.py``); ``--config.loss.name=dm_count``: weight decay 1e-4, batch
-  10, 1000 epochs, images below the crop upscaled (DM-Count's ``train.py``,
-  ``datasets/crowd.py``), validation every 50 epochs on NWPU (``datasets/dataset_cfg.json``);
+- the training recipe (learning rate, weight decay, warm-up, batch, epochs, validation
+  interval, small-image policy) follows ``config.loss.name`` unless set explicitly: the table
+  and its sources are in ``configs/default.py``; with ``--config.loss.name=dm_count`` it
+  validates every 50 epochs on NWPU (DM-Count's ``datasets/dataset_cfg.json``);
 - validation on ``val``; the test split is unannotated (scored by the NWPU server).
 
 Reference result (GL paper, Wan, Liu & Chan, CVPR 2021; NWPU-Crowd test): MAE 79.3, RMSE 346.1.

@@ -13,13 +13,9 @@ devices set ``--config.batch_size`` to a multiple of N.
 Settings and their sources:
 - crop 512: GL's default (``train.py --crop-size 512``) and DM-Count's QNRF setting;
 - GL hyper-parameters (docs/losses.md): GL's official ``train.py``;
-- the training recipe follows ``config.loss.name`` unless set explicitly (table and sources in
-  ``configs/default.py``): GL (the default) Adam lr 1e-5, weight decay 1e-5, warm-up over 10
-  epochs, batch 1, 500 epochs, validation every 5 (GL's ``train.py`` and
-  ``utils/emd_dot_trainer.py``); ``--config.loss.name=bl``: weight decay 1e-4, no warm-up,
-  1000 epochs (BL's ``train.py``); ``--config.loss.name=dm_count``: weight decay 1e-4, batch
-  10, 1000 epochs, images below the crop upscaled (DM-Count's ``train.py``,
-  ``datasets/crowd.py``);
+- the training recipe (learning rate, weight decay, warm-up, batch, epochs, validation
+  interval, small-image policy) follows ``config.loss.name`` unless set explicitly: the table
+  and its sources are in ``configs/default.py``;
 - validation on the 120-image ``val`` split carved from Train (the BL / GL preprocessing);
   the reported numbers are on ``test``.
 

@@ -17,16 +17,12 @@ Settings and their sources:
   (``datasets/dataset_cfg.json``); GL's and BL's ``train.py`` default to 512, which their
   loaders cannot crop from SHA's images with a shorter side below 512 (e.g. 640 × 427);
 - GL hyper-parameters (docs/losses.md): GL's official ``train.py``;
-- the training recipe follows ``config.loss.name`` unless set explicitly (table and sources in
-  ``configs/default.py``): GL (the default) Adam lr 1e-5, weight decay 1e-5, warm-up over 10
-  epochs, batch 1, 500 epochs, validation every 5 (GL's ``train.py`` and
-  ``utils/emd_dot_trainer.py``); ``--config.loss.name=bl``: weight decay 1e-4, no warm-up,
-  1000 epochs (BL's ``train.py``); ``--config.loss.name=dm_count``: weight decay 1e-4, batch
-  10, 1000 epochs, images below the crop upscaled (DM-Count's ``train.py``,
-  ``datasets/crowd.py``). BL's README adds, for ShanghaiTech A, "set learning rate to 1e-6, and
-  bg_ratio to 0.1": a remark beside the code's defaults that does not say which background
-  model it was tuned with, so the recipe does not apply it; follow it with
-  ``--config.optimizer.learning_rate=1e-6 --config.loss.bl.background_ratio=0.1``;
+- the training recipe (learning rate, weight decay, warm-up, batch, epochs, validation
+  interval, small-image policy) follows ``config.loss.name`` unless set explicitly: the table
+  and its sources are in ``configs/default.py``. BL's README adds, for ShanghaiTech A, "set
+  learning rate to 1e-6, and bg_ratio to 0.1": a remark beside the code's defaults that does
+  not say which background model it was tuned with, so the recipe does not apply it; follow
+  it with ``--config.optimizer.learning_rate=1e-6 --config.loss.bl.background_ratio=0.1``;
 - SHA has no validation split: as in the references, the test split is the validation split.
 
 Reference result (GL paper, Wan, Liu & Chan, CVPR 2021; ShanghaiTech A): MAE 61.3,

@@ -13,13 +13,9 @@ Settings and their sources:
 - crop 512: GL's default crop, and DM-Count's setting for SHB (all SHB images are
   768 × 1024);
 - GL hyper-parameters (docs/losses.md): GL's official ``train.py``;
-- the training recipe follows ``config.loss.name`` unless set explicitly (table and sources in
-  ``configs/default.py``): GL (the default) Adam lr 1e-5, weight decay 1e-5, warm-up over 10
-  epochs, batch 1, 500 epochs, validation every 5 (GL's ``train.py`` and
-  ``utils/emd_dot_trainer.py``); ``--config.loss.name=bl``: weight decay 1e-4, no warm-up,
-  1000 epochs (BL's ``train.py``); ``--config.loss.name=dm_count``: weight decay 1e-4, batch
-  10, 1000 epochs, images below the crop upscaled (DM-Count's ``train.py``,
-  ``datasets/crowd.py``);
+- the training recipe (learning rate, weight decay, warm-up, batch, epochs, validation
+  interval, small-image policy) follows ``config.loss.name`` unless set explicitly: the table
+  and its sources are in ``configs/default.py``;
 - SHB has no validation split: the test split is the validation split, as in the references.
 
 Reference result (GL paper, Wan, Liu & Chan, CVPR 2021; ShanghaiTech B): MAE 7.3, RMSE 11.7.
