@@ -42,14 +42,36 @@ def _start(workdir, devices, extra=()):
     return subprocess.Popen(args, cwd=REPO, env=subprocess_env(devices), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _finish(process, name):
-    try:
-        output, _ = process.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        output, _ = process.communicate()
-    assert process.returncode == 0, f"{name} failed:\n{output[-6000:]}"
-    return output
+def _finish(processes: dict[str, subprocess.Popen]) -> dict[str, str]:
+    """Waits for every process, then fails naming each one that did not exit cleanly.
+
+    All of them are waited for first: when one host dies, the other usually aborts too, and
+    the one that died first holds the reason.
+    """
+    outputs = {}
+    for name, process in processes.items():
+        try:
+            outputs[name], _ = process.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            outputs[name], _ = process.communicate()
+    failed = [
+        f"{name} failed (status {process.returncode}):\n{_failure_excerpt(outputs[name])}"
+        for name, process in processes.items()
+        if process.returncode != 0
+    ]
+    assert not failed, "\n\n".join(failed)
+    return outputs
+
+
+def _failure_excerpt(output: str) -> str:
+    """The lines that say why a process died, then the end of its output.
+
+    A process that aborts (jax.distributed's fatal errors, SIGABRT) ends with a dump of every
+    thread's stack, which would push the one line giving the reason out of a plain tail.
+    """
+    reasons = [line for line in output.splitlines() if line.startswith(("F", "E0", "Fatal", "Traceback", "error:")) or "Error" in line]
+    return "\n".join(reasons[:40]) + "\n...\n" + output[-4000:]
 
 
 def _params(workdir):
@@ -103,9 +125,8 @@ def test_two_processes_equal_one_process_with_four_devices(tmp_path):
         for i in range(2)
     ]
     single = _start(tmp_path / "one_host", 4)
-    outputs = [_finish(p, f"process {i}") for i, p in enumerate(multi)]
-    _finish(single, "single process")
-    assert "2 process(es), 4 device(s)" in outputs[0]
+    outputs = _finish({"process 0": multi[0], "process 1": multi[1], "single process": single})
+    assert "2 process(es), 4 device(s)" in outputs["process 0"]
 
     two, one = read_metrics(tmp_path / "two_hosts"), read_metrics(tmp_path / "one_host")
     for split, names in (("train", ("loss", "grad_norm")), ("val", ("mae", "rmse", "num_images"))):
