@@ -93,6 +93,8 @@ def measure(name: str, *, loader: str, epochs: int, uint8: bool, **kwargs) -> di
 def _child(args) -> None:
     os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: args.child_cores]))
     kwargs = dict(crop_size=args.crop, batch_size=args.batch, max_points=4096, seed=0, data_dir=args.data_dir)
+    if args.image_cache_mib is not None and args.child_loader != "baseline":
+        kwargs["image_cache_bytes"] = args.image_cache_mib * 2**20
     print(json.dumps(measure(args.child_name, loader=args.child_loader, epochs=args.epochs, uint8=not args.float32,
                              **kwargs)))
 
@@ -103,6 +105,8 @@ def _run_child(args, *, name: str, loader: str, cores: int, data_dir: pathlib.Pa
     command = [sys.executable, __file__, "--child_name", name, "--child_loader", loader, "--child_cores", str(cores),
                "--data_dir", str(data_dir), "--crop", str(args.crop), "--batch", str(args.batch),
                "--epochs", str(args.epochs), "--manual_dir", "-"] + (["--float32"] if args.float32 else [])  # fmt: skip
+    if args.image_cache_mib is not None:
+        command += ["--image_cache_mib", str(args.image_cache_mib)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
     if result.returncode:
         raise RuntimeError(f"{loader} on {cores} core(s) failed:\n{result.stderr[-3000:]}")
@@ -111,7 +115,8 @@ def _run_child(args, *, name: str, loader: str, cores: int, data_dir: pathlib.Pa
 
 def _markdown(report: dict) -> str:
     lines = [
-        f"Training batches ({report['images']}), crop {report['crop']}, batch {report['batch']}, ShanghaiTech "
+        f"Training batches ({report['images']}; decoded-image cache: {report.get('image_cache', 'default')}), "
+        f"crop {report['crop']}, batch {report['batch']}, ShanghaiTech "
         f"JPEGs (the sample replicated), {report['epochs']} epochs; machine: {report['machine']}; load "
         f"{report['load_1min_end']:.1f} at the end.",
         "",
@@ -138,6 +143,11 @@ def main() -> None:
     parser.add_argument("--loaders", default="tf.data,grain")
     parser.add_argument("--baseline_repo", default=None, help="also measure this checkout's tf.data pipeline")
     parser.add_argument("--float32", action="store_true", help="normalised float32 batches instead of uint8")
+    parser.add_argument(
+        "--image_cache_mib", type=int, default=None,
+        help="decoded-image cache of the pipelines (default: theirs); 0 decodes every image every epoch, "
+        "as on data sets larger than the cache (UCF-QNRF, NWPU-Crowd, JHU-Crowd++)",
+    )
     parser.add_argument("--out", default=None, help="write JSON here and Markdown beside it")
     parser.add_argument("--data_dir", help=argparse.SUPPRESS)
     parser.add_argument("--child_name", help=argparse.SUPPRESS)
@@ -153,6 +163,7 @@ def main() -> None:
 
     report = {"crop": args.crop, "batch": args.batch, "epochs": args.epochs, "machine": machine_label(),
               "images": "float32, normalised" if args.float32 else "uint8, normalised on the device",
+              "image_cache": "the pipelines' default" if args.image_cache_mib is None else f"{args.image_cache_mib} MiB",
               "machine_info": describe_machine(), "builds": {}, "throughput": []}  # fmt: skip
     loaders = args.loaders.split(",") + (["baseline"] if args.baseline_repo else [])
     if args.baseline_repo:
