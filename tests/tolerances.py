@@ -25,7 +25,8 @@ probability ``2 exp(−λ²/2)``; :func:`probable_rtol` takes ``λ = 8`` (a fail
 
 import numpy as np
 
-__all__ = ["EPS32", "LAMBDA", "bl_rtol", "dm_rtol", "gl_rtol", "probable_rtol", "sum_rtol", "vgg_rtol"]
+__all__ = ["EPS32", "LAMBDA", "bilinear_atol", "bl_rtol", "dm_rtol", "gl_rtol", "normalised_atol", "probable_rtol",
+           "sum_rtol", "vgg_rtol"]
 
 EPS32 = float(np.finfo(np.float32).eps)
 # Confidence factor of the probabilistic bound: it fails with probability 2·exp(−λ²/2) < 1e-13.
@@ -109,3 +110,46 @@ def vgg_rtol(width: float) -> float:
     from gcc_jax.models import conv_layers
 
     return probable_rtol(sum(spec.kernel_size**2 * spec.in_channels for spec in conv_layers(width)) + 4 * 5)
+
+
+def bilinear_atol(*input_hws: tuple[int, int]) -> float:
+    """Difference allowed between two float32 bilinear resizes (half-pixel centres) of pixel
+    values in ``[0, 255]``, in grey levels: numpy's and TensorFlow's, or one build that
+    contracts multiply-adds into FMAs and one that does not.
+
+    Neither side reduces anything nor picks its code by CPU (numpy's add / multiply are
+    correctly rounded on every SIMD path; TensorFlow's x86 wheels compile this kernel once, for
+    a baseline without FMA), so on every x86 CPU the two agree to the bit. What a contracting
+    build changes, per resize of an ``h × w`` input:
+
+    * the sample position ``p = (x + ½)·s − ½`` (``s`` = input / output side, the same float32
+      division in both): the product's and the difference's roundings against an FMA's one,
+      ``≤ 3u·side`` apart (``u = EPS32 / 2``; the weight ``p − ⌊p⌋`` is exact, and unused
+      where both taps clamp to the border); the interpolant is continuous in ``p`` with a
+      slope of at most 255 levels per pixel, along ``x`` and along ``y``:
+      ``≤ 255 · 3u · (h + w)``;
+    * the lerps ``a + (b − a)·t``: the ``y`` one averages the two ``x`` ones (weights
+      ``1 − t``, ``t``), which carries their error on unchanged and adds its own; each stage
+      rounds values ``≤ 255`` three times without FMAs and twice with: ``≤ 255 · 10u``.
+
+    A chain of resizes (the resize rule, then the upscale) adds its terms: each is a weighted
+    average of its input, so the earlier difference passes through unchanged.
+
+    Args:
+      *input_hws: ``(h, w)`` of the input of each resize in the chain.
+
+    Returns:
+      ``255 · EPS32 · Σ (5 + 1.5·(h + w))``.
+    """
+    return 255 * EPS32 * sum(5 + 1.5 * (height + width) for height, width in input_hws)
+
+
+def normalised_atol(resize_atol: float) -> float:
+    """:func:`bilinear_atol` carried through the ImageNet normalisation ``(x − 255·mean) · k``
+    (``k = 1 / (255·std)``, the same float32 constants on both sides, ``255·k ≤ 1 / 0.224``).
+
+    Inputs ``Δ`` apart give results ``≤ k·Δ`` apart plus the two roundings of each side
+    (``u`` relatively on values ``≤ 255`` before and ``≤ 255·k`` after the product):
+    ``(Δ / 255 + 4u) / 0.224``; equal inputs give equal results.
+    """
+    return (resize_atol / 255 + 2 * EPS32) / 0.224

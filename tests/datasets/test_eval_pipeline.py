@@ -10,6 +10,7 @@ from gcc_jax.data import make_eval_dataset, make_train_dataset
 from gcc_jax.data.build import main as build_main
 from gcc_jax.data.synthetic import SyntheticCrowdOptions, generate_example
 from gcc_jax.imagenet import normalize_images
+from tolerances import EPS32
 
 OPTIONS = {"height": 40, "width": 56, "num_train": 2, "num_val": 5, "num_test": 2}
 
@@ -30,7 +31,8 @@ def test_real_sample_full_images(sha_sample_data_dir):
         np.testing.assert_array_equal(batch["image_hw"][0], [h, w])
         padded_h, padded_w = batch["image"].shape[1:3]
         assert padded_h % 16 == 0 and padded_w % 16 == 0 and padded_h - h < 16 and padded_w - w < 16
-        np.testing.assert_allclose(batch["image"][0, :h, :w], normalize_images(pixels), atol=1e-5)
+        # No resize (scale 1): normalize_images' element-wise float32 operations, equal on every CPU.
+        np.testing.assert_array_equal(batch["image"][0, :h, :w], normalize_images(pixels))
         assert not batch["image"][0, h:].any() and not batch["image"][0, :, w:].any()
         expected = {"IMG_3.jpg": 262, "IMG_4.jpg": 413}[name]
         assert batch["count"][0] == expected == batch["point_mask"].sum() == batch["num_points"][0]
@@ -77,9 +79,13 @@ def test_reference_resize_and_the_lazy_build(tmp_path, warnings_log):
     # 40 x 56 -> shorter side 512: ratio 12.8, width round(56 * 12.8) = 717, padded to 512 x 720.
     np.testing.assert_array_equal(batch["image_hw"][0], [512, 717])
     assert batch["image"].shape == (1, 512, 720, 3)
-    np.testing.assert_allclose(batch["scale"], [12.8], rtol=1e-6)
+    # Correctly rounded operations (alike on every CPU), u = EPS32 / 2 relatively each:
+    # scale = √(sx·sy) of the float32 ratio 512 / 40 is within 2.5u of 12.8 (the ratio's
+    # rounding, the product's, half of it through the root, the root's); a point times the float32
+    # ratio, here and in this test's float32 product, is within 2u of the exact product.
+    np.testing.assert_allclose(batch["scale"], [12.8], rtol=2 * EPS32)
     points = expected["test"]["img_0001.jpg"]
-    np.testing.assert_allclose(batch["points"][0], points[:4] * 12.8, rtol=1e-5)
+    np.testing.assert_allclose(batch["points"][0], points[:4] * 12.8, rtol=2 * EPS32)
     assert batch["count"][0] == 6 and batch["num_points"][0] == 6 and batch["point_mask"].sum() == 4
     assert "2 evaluation points dropped" in warnings_log.text
     (plain,) = list(make_eval_dataset("ucf_qnrf", split="test", data_dir=tmp_path / "tfds", resize=None))

@@ -8,6 +8,13 @@ import pytest
 
 from gcc_jax.data import plan
 from gcc_jax.data.plan import ResizeRule, TrainCrop
+from tolerances import EPS32
+
+# A quotient rounded once to float32 (a scale factor: a float64 division cast to float32; a head
+# box's fraction: a float32 division of exact values) is within EPS32 / 2 of the exact value,
+# relatively, on every CPU (IEEE division and conversion are correctly rounded); the float64
+# expected value adds its own 2⁻⁵³.
+ONE_ROUNDING = EPS32
 
 # --- resize rules -------------------------------------------------------------------------
 
@@ -28,7 +35,7 @@ from gcc_jax.data.plan import ResizeRule, TrainCrop
 def test_shorter_side_rule_matches_hand_computation(height, width, expected):
     h, w, sx, sy = plan.resize_shape(height, width, ResizeRule("shorter_side", 512, 2048))
     assert (int(h), int(w)) == expected[:2]
-    np.testing.assert_allclose([sx, sy], [expected[2]] * 2, rtol=1e-6)
+    np.testing.assert_allclose([sx, sy], [expected[2]] * 2, rtol=ONE_ROUNDING)
 
 
 def test_dmcount_rule_matches_hand_computation():
@@ -37,11 +44,11 @@ def test_dmcount_rule_matches_hand_computation():
     # sides 1440 x 1920 (multiples of 16).
     h, w, sx, sy = plan.resize_shape(3000, 4000, rule)
     assert (int(h), int(w)) == (1440, 1920)
-    np.testing.assert_allclose([sx, sy], [0.48, 0.48], rtol=1e-6)
+    np.testing.assert_allclose([sx, sy], [0.48, 0.48], rtol=ONE_ROUNDING)
     # 500 x 333: rate 1920/500 = 3.84; width 333 * 3.84 = 1278.72 floored to 1264.
     h, w, sx, sy = plan.resize_shape(500, 333, rule)
     assert (int(h), int(w)) == (1920, 1264)
-    np.testing.assert_allclose([sx, sy], [1264 / 333, 1920 / 500], rtol=1e-6)
+    np.testing.assert_allclose([sx, sy], [1264 / 333, 1920 / 500], rtol=ONE_ROUNDING)
 
 
 def test_resize_rule_works_on_vectors_and_rejects_bad_values():
@@ -62,7 +69,7 @@ def test_resize_rule_works_on_vectors_and_rejects_bad_values():
 
 def test_upscale_uses_the_shorter_side_ratio():
     assert plan.upscale_shape(427, 640, min_size=512)[:2] == (512, 767)
-    np.testing.assert_allclose(plan.upscale_shape(427, 640, min_size=512)[2], 512 / 427, rtol=1e-6)
+    np.testing.assert_allclose(plan.upscale_shape(427, 640, min_size=512)[2], 512 / 427, rtol=ONE_ROUNDING)
     assert plan.upscale_shape(427, 640, min_size=100) == (427, 640, 1.0)
 
 
@@ -90,8 +97,10 @@ def test_crop_rule_matches_hand_computation():
     sizes = np.array([10.0, 10.0, 4.0, 4.0, 8.0], np.float32)
     out = plan.train_points(points, sizes, crop_at(10, 20), crop_size=50, min_fraction=0.3,
                             head_size_range=(4.0, 128.0), max_points=4)
-    np.testing.assert_allclose(out["points"][:3], [[0.0, 20.0], [25.0, 25.0], [49.0, 49.0]], atol=1e-6)
-    np.testing.assert_allclose(out["targets"], [0.5, 1.0, 25 / 64, 0.0], atol=1e-6)
+    # Scale 1 and integer corners: the points are exact; a fraction is an exact overlap area
+    # divided by d²: one rounding (4/9 below; 0.5, 1 and 25/64 are exact).
+    np.testing.assert_array_equal(out["points"][:3], [[0.0, 20.0], [25.0, 25.0], [49.0, 49.0]])
+    np.testing.assert_allclose(out["targets"], [0.5, 1.0, 25 / 64, 0.0], rtol=ONE_ROUNDING, atol=0)
     np.testing.assert_array_equal(out["point_mask"], [True, True, True, False])
     assert (out["num_points"], out["num_dropped"], out["st_size"]) == (3, 0, 80.0)
     # The flip maps x -> c - x; the head-size clip (here to [4, 6]) applies before the rule.
@@ -99,8 +108,8 @@ def test_crop_rule_matches_hand_computation():
                                 head_size_range=(4.0, 6.0), max_points=4)
     # Head 1 (d 6): x [17, 23] -> 3/6 inside; head 2 (d 6): x [14, 20] -> 0, dropped; head 5
     # (d 6): x [66, 72] and y [56, 62] -> 4/6 each, 4/9.
-    np.testing.assert_allclose(flipped["points"][:3], [[50.0, 20.0], [25.0, 25.0], [1.0, 49.0]], atol=1e-6)
-    np.testing.assert_allclose(flipped["targets"][:3], [0.5, 1.0, 4 / 9], atol=1e-6)
+    np.testing.assert_array_equal(flipped["points"][:3], [[50.0, 20.0], [25.0, 25.0], [1.0, 49.0]])
+    np.testing.assert_allclose(flipped["targets"][:3], [0.5, 1.0, 4 / 9], rtol=ONE_ROUNDING, atol=0)
 
 
 def test_points_follow_the_resize_and_the_upscale():
@@ -200,7 +209,8 @@ def test_knn_head_sizes_matches_hand_computation():
     points = np.array([[0, 0], [3, 0], [0, 4], [10, 0]], np.float32)
     # (0,0): neighbours at 3, 4, 10. (3,0): 3, 5, 7. (0,4): 4, 5, sqrt(116). (10,0): 7, 10, sqrt(116).
     expected = [17 / 3, 5.0, (9 + math.sqrt(116)) / 3, (17 + math.sqrt(116)) / 3]
-    np.testing.assert_allclose(plan.knn_head_sizes(points), expected, rtol=1e-6)
+    # float64 distances and means (a few 2⁻⁵³) rounded once to float32.
+    np.testing.assert_allclose(plan.knn_head_sizes(points), expected, rtol=ONE_ROUNDING)
     np.testing.assert_allclose(plan.knn_head_sizes(points[:2]), [3.0, 3.0])
     np.testing.assert_array_equal(plan.knn_head_sizes(points[:1]), [0.0])
     assert plan.knn_head_sizes(np.zeros([0, 2])).shape == (0,)
