@@ -17,7 +17,9 @@ ArrayRecord files are read by index (``tfds.data_source(name, data_dir=...)``,
 per-process shards; TFDS cannot stream them as a ``tf.data.Dataset`` (``tfds.load`` and
 ``builder.as_dataset`` raise ``NotImplementedError``). ``--file_format tfrecord`` writes a
 copy for ``tfds.load(name, data_dir=..., builder_kwargs={"file_format": "tfrecord"})``
-instead; keep it in a data directory of its own, since the pipelines cannot read it.
+instead; keep it in a data directory of its own: the pipelines cannot read it
+(:func:`load_builder` refuses it, naming the directory), and a data set is built in one file
+format per data directory (:func:`build_dataset` refuses the other one there).
 
 A data set already prepared is kept as it is; after changing the raw files, ``--overwrite``
 prepares it again from them.
@@ -47,6 +49,20 @@ __all__ = ["FILE_FORMATS", "build_dataset", "load_builder", "main"]
 FILE_FORMATS = ("array_record", "tfrecord")
 
 _log = logging.getLogger(__name__)
+
+
+def _prepared_format(name: str, data_dir) -> tuple[tfds.core.DatasetBuilder, set[str]]:
+    """The builder of ``name`` as prepared in ``data_dir`` and the file formats found there
+    (empty when it is not prepared).
+
+    ``file_format=None`` takes the format from the prepared ``dataset_info.json`` instead of
+    asking for ArrayRecord, which TFDS refuses with its own error when the files are another
+    format.
+    """
+    builder = tfds.builder(_tfds_name(name), data_dir=data_dir, file_format=None)
+    if not builder.is_prepared():
+        return builder, set()
+    return builder, {file_format.value for file_format in builder.info.available_file_formats()}
 
 
 def _tfds_name(name: str) -> str:
@@ -92,6 +108,13 @@ def build_dataset(
     """
     if file_format not in FILE_FORMATS:
         raise ValueError(f"file_format must be one of {FILE_FORMATS}, got {file_format!r}")
+    prepared, found = _prepared_format(name, data_dir)
+    if found and file_format not in found:
+        raise ValueError(
+            f"{name} is already prepared in {prepared.data_dir_root} as {' and '.join(sorted(found))} files; a data "
+            f"set is built in one file format per data dir: build the {file_format} copy into another data dir "
+            f"(or delete {prepared.data_dir} to replace it)"
+        )
     options = {"on_bad_example": on_bad_example, "out_of_image": out_of_image, "file_format": file_format}
     builder = tfds.builder(_tfds_name(name), data_dir=data_dir, **options)
     if builder.is_prepared() and not overwrite:
@@ -159,10 +182,19 @@ def load_builder(name: str, *, data_dir=None, manual_dir=None, allow_build: bool
         processes would race to write the same files).
 
     Raises:
-      ValueError: not prepared and it cannot be built here (the message says how to build).
+      ValueError: not prepared and it cannot be built here (the message says how to build), or
+        prepared without ArrayRecord files (``--file_format tfrecord``), which the pipelines
+        cannot read by index.
     """
-    builder = tfds.builder(_tfds_name(name), data_dir=data_dir)
-    if builder.is_prepared():
+    builder, found = _prepared_format(name, data_dir)
+    if found and "array_record" not in found:
+        raise ValueError(
+            f"{name} in {builder.data_dir_root} is prepared as {' and '.join(sorted(found))} files, which the "
+            f"pipelines cannot read (they read ArrayRecord by index): build it without --file_format tfrecord "
+            f"into another data dir (python -m gcc_jax.data.build --dataset {name} --manual_dir <raw files> "
+            f"--data_dir <another dir>) and pass that one; the tfrecord copy stays for tfds.load"
+        )
+    if found:
         return builder
     command = f"python -m gcc_jax.data.build --dataset {name} --manual_dir <raw files> --data_dir {builder.data_dir_root}"
     if manual_dir is None:

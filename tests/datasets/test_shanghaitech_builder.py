@@ -7,7 +7,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from raw_layouts import SAMPLE_DIR, make_shanghaitech_raw, write_shanghaitech_mat
 
-from gcc_jax.data import BadExampleError, build_dataset
+from gcc_jax.data import LOADERS, BadExampleError, build_dataset, make_eval_dataset, make_train_dataset
 from gcc_jax.data.shanghaitech import read_shanghaitech_mat
 
 
@@ -122,3 +122,28 @@ def test_how_tfds_users_read_the_prepared_data(tmp_path):
     np.testing.assert_array_equal(by_name["IMG_4.jpg"]["points"], real_points("part_A", "train", "IMG_4"))
     with pytest.raises(ValueError, match="file_format must be one of"):
         build_dataset("shanghaitech/part_a", manual_dir=SAMPLE_DIR, data_dir=tmp_path / "x", file_format="parquet")
+
+
+def test_pipelines_refuse_a_tfrecord_build_in_one_line(tmp_path):
+    """The pipelines read by index, which a TFRecord build does not allow: they say so, naming
+    the data dir and the format, and how to build what they read; and a data dir holds one
+    format of a data set, so the other format is refused there too."""
+    data_dir = tmp_path / "tfrecord"
+    build_dataset("shanghaitech/part_a", manual_dir=SAMPLE_DIR, data_dir=data_dir, file_format="tfrecord")
+    opens = [
+        lambda loader: make_eval_dataset("shanghaitech/part_a", split="test", data_dir=data_dir, loader=loader),
+        lambda loader: make_train_dataset("shanghaitech/part_a", crop_size=64, batch_size=1, max_points=8, seed=0,
+                                          data_dir=data_dir, manual_dir=SAMPLE_DIR, loader=loader),
+    ]  # fmt: skip
+    for open_pipeline in opens:
+        for loader in LOADERS:
+            with pytest.raises(ValueError) as error:
+                open_pipeline(loader)
+            message = str(error.value)
+            assert "\n" not in message and str(data_dir) in message and "tfrecord files" in message
+            assert "without --file_format tfrecord" in message
+    with pytest.raises(ValueError) as error:
+        build_dataset("shanghaitech/part_a", manual_dir=SAMPLE_DIR, data_dir=data_dir)
+    assert "\n" not in str(error.value) and "already prepared in" in str(error.value)
+    assert str(data_dir) in str(error.value) and "another data dir" in str(error.value)
+    assert not list(data_dir.rglob("*.array_record*"))
