@@ -1,17 +1,18 @@
 """Input-pipeline measurements: TFDS build time and training-batch throughput of each backend.
 
     python benchmarks/input_pipeline.py --manual_dir tests/data/shanghaitech_sample \\
-        [--crop 512 --batch 8 --replicate 32 --epochs 4 --cores 1,2 --loaders tf.data,grain] \\
+        [--crop 512 --batch 8 --train_images 300 --epochs 4 --cores 1,2 --loaders tf.data,grain] \\
         [--baseline_repo DIR] [--out benchmarks/results/input_pipeline.json]
 
 1. Builds ShanghaiTech part A and part B from ``--manual_dir`` into a temporary data directory
    and reports the wall time of each build.
 2. Training throughput on real JPEGs. The sample holds only a few images per split, so the
-   train images are replicated ``--replicate`` times (more where a part would still give fewer
-   than 4 batches per epoch) under new names (``IMG_<n>`` copies of the real JPEGs and .mat
-   files), built, and ``make_train_dataset`` is iterated for ``--epochs`` epochs at ``--crop`` /
-   ``--batch`` with every loader of ``--loaders``. Every copy is its own record: decoding and
-   caching treat it as a distinct image.
+   train images are replicated ``--replicate`` times, or as often as it takes to give each part
+   ``--train_images`` training images (default 300: ShanghaiTech A has 300, B 400, so an epoch
+   weighs each pipeline's fixed start-up as a real one does), under new names (``IMG_<n>``
+   copies of the real JPEGs and .mat files), built, and ``make_train_dataset`` is iterated for
+   ``--epochs`` epochs at ``--crop`` / ``--batch`` with every loader of ``--loaders``. Every copy
+   is its own record: decoding and caching treat it as a distinct image.
 3. Each (loader, cores) measurement runs in a fresh process pinned to the first ``cores`` CPUs
    (``os.sched_setaffinity`` before TensorFlow or Grain start their thread pools) and reads
    the batches ``train.py`` reads: uint8 crops, normalised on the device (``--float32``: the
@@ -138,6 +139,8 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=512)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--replicate", type=int, default=32, help="copies of each train image for throughput")
+    parser.add_argument("--train_images", type=int, default=300,
+                        help="at least this many training images per part (copies of the sample's)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--cores", default="1,2", help="CPU counts to pin each measurement to")
     parser.add_argument("--loaders", default="tf.data,grain")
@@ -162,6 +165,7 @@ def main() -> None:
     from gcc_jax.data import build_dataset
 
     report = {"crop": args.crop, "batch": args.batch, "epochs": args.epochs, "machine": machine_label(),
+              "command": " ".join(sys.argv),
               "images": "float32, normalised" if args.float32 else "uint8, normalised on the device",
               "image_cache": "the pipelines' default" if args.image_cache_mib is None else f"{args.image_cache_mib} MiB",
               "machine_info": describe_machine(), "builds": {}, "throughput": []}  # fmt: skip
@@ -177,7 +181,7 @@ def main() -> None:
             splits = {s: i.num_examples for s, i in builder.info.splits.items()}
             print(f"build {name} from {args.manual_dir}: {report['builds'][name]:.2f} s {splits}", flush=True)
         replicate_layout(pathlib.Path(args.manual_dir), tmp / "replicated", args.replicate,
-                         min_train_images=4 * args.batch)  # fmt: skip
+                         min_train_images=max(4 * args.batch, args.train_images))  # fmt: skip
         for name in ("shanghaitech/part_a", "shanghaitech/part_b"):
             builder = build_dataset(name, manual_dir=tmp / "replicated", data_dir=tmp / "replicated_tfds")
             print(f"{name}: {builder.info.splits['train'].num_examples} train images (replicated)", flush=True)

@@ -66,9 +66,10 @@ def test_real_jpeg_training_batches_agree(sha_sample_data_dir, options, cache_by
     assert (image_cache.used_bytes() > 0) == (cache_bytes > 0)
 
 
-def test_the_image_cache_changes_no_batch(sha_sample_data_dir):
+@pytest.mark.parametrize("loader", ["tf.data", "grain"])
+def test_the_image_cache_changes_no_batch(sha_sample_data_dir, loader):
     image_cache.clear()
-    common = dict(crop_size=256, batch_size=2, max_points=1024, seed=3, data_dir=sha_sample_data_dir, loader="grain")
+    common = dict(crop_size=256, batch_size=2, max_points=1024, seed=3, data_dir=sha_sample_data_dir, loader=loader)
     uncached = list(make_train_dataset("shanghaitech/part_a", image_cache_bytes=0, **common))
     first = list(make_train_dataset("shanghaitech/part_a", image_cache_bytes=2**30, **common))
     used = image_cache.used_bytes()
@@ -127,8 +128,9 @@ class _CorruptSource:
                 "filename": "IMG_77.jpg"}
 
 
+@pytest.mark.parametrize("cache_bytes", [0, 2**30])
 @pytest.mark.parametrize("loader", ["tf.data", "grain"])
-def test_a_corrupt_image_names_its_file(loader):
+def test_a_corrupt_image_names_its_file(loader, cache_bytes):
     from gcc_jax.data import _grain, _tf_data
     from gcc_jax.data.examples import TrainExamples
     from gcc_jax.data.plan import ResizeRule
@@ -142,4 +144,18 @@ def test_a_corrupt_image_names_its_file(loader):
                                  head_size_range=(4.0, 128.0))  # fmt: skip
         image_cache.clear()
         with pytest.raises(ValueError, match="IMG_77.jpg"):
-            list(backend.train_batches(examples, [0], batch_size=1, parallelism=1, prefetch=1, cache_bytes=2**30))
+            list(backend.train_batches(examples, [0], batch_size=1, parallelism=1, prefetch=1, cache_bytes=cache_bytes))
+
+
+@pytest.mark.parametrize("loader", ["tf.data", "grain"])
+def test_a_corrupt_evaluation_image_names_its_file(loader):
+    from gcc_jax.data import _grain, _tf_data
+    from gcc_jax.data.examples import EvalExamples
+    from gcc_jax.data.plan import ResizeRule
+    from raw_layouts import SAMPLE_DIR
+
+    data = (SAMPLE_DIR / "part_B/train_data/images/IMG_3.jpg").read_bytes()
+    backend = {"tf.data": _tf_data, "grain": _grain}[loader]
+    examples = EvalExamples(_CorruptSource(data[:3000]), rule=ResizeRule(), max_points=None)
+    with pytest.raises(ValueError, match="IMG_77.jpg"):
+        list(backend.eval_batches(examples, [0], batch_size=1, pad_multiple=16, parallelism=1, prefetch=1))
