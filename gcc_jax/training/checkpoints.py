@@ -55,9 +55,18 @@ class RunCheckpoints:
     def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int = 2, best_metric: str = "mae"):
         workdir = pathlib.Path(workdir).absolute()
         self.best_metric = best_metric
+        # On several hosts each save ends in barriers named after the step directory; the two
+        # managers save the same step when a checkpoint and a new best fall on one step, so each
+        # gets its own barrier names (orbax's remedy for concurrent managers). Without them the
+        # second save finds the first's barrier "already ongoing" and the processes hang.
         self._latest = ocp.CheckpointManager(
             workdir / _LATEST_DIR,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep,
+                create=True,
+                cleanup_tmp_directories=True,
+                multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=_LATEST_DIR),
+            ),
             item_names=("state", "position"),
         )
         self._best = ocp.CheckpointManager(
@@ -68,6 +77,7 @@ class RunCheckpoints:
                 best_mode="min",
                 create=True,
                 cleanup_tmp_directories=True,
+                multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=_BEST_DIR),
             ),
             item_names=("params", "metrics"),
         )

@@ -5,6 +5,7 @@ one process with 4 devices."""
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -46,15 +47,18 @@ def _finish(processes: dict[str, subprocess.Popen]) -> dict[str, str]:
     """Waits for every process, then fails naming each one that did not exit cleanly.
 
     All of them are waited for first: when one host dies, the other usually aborts too, and
-    the one that died first holds the reason.
+    the one that died first holds the reason. A host left waiting at a barrier never ends by
+    itself: all of them share one deadline (a normal run takes 1.5–2 minutes on 2 busy cores).
     """
+    deadline = time.monotonic() + 480
     outputs = {}
     for name, process in processes.items():
         try:
-            outputs[name], _ = process.communicate(timeout=600)
+            outputs[name], _ = process.communicate(timeout=max(deadline - time.monotonic(), 1))
         except subprocess.TimeoutExpired:
             process.kill()
             outputs[name], _ = process.communicate()
+            outputs[name] += "\n(killed: still running after 480 s)"
     failed = [
         f"{name} failed (status {process.returncode}):\n{_failure_excerpt(outputs[name])}"
         for name, process in processes.items()
