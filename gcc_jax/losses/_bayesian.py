@@ -16,14 +16,13 @@ and the batch reduction ``(1/B) Σ_b L_b``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from gcc_jax.losses import _geometry
+from gcc_jax.losses._reduction import mean_of_totals
 
 __all__ = ["BACKGROUND_MODELS", "batch_loss", "bayesian_loss"]
 
@@ -187,10 +186,5 @@ def bayesian_loss(
     return batch_loss(terms, {}), terms
 
 
-def batch_loss(terms: Mapping[str, jax.Array], options: Mapping[str, Any]) -> jax.Array:
-    """BL's batch loss ``(1/B) Σ_b total_b`` from the per-image losses ``terms["total"]`` ``[B]``.
-
-    ``options`` (the loss's keyword options) do not enter it.
-    """
-    del options
-    return jnp.mean(terms["total"])
+# BL's batch loss: the mean of its per-image losses, as its official trainer computes it.
+batch_loss = mean_of_totals

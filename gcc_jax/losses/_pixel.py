@@ -9,13 +9,12 @@ regresses the density map onto it with a summed squared error.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from gcc_jax.losses import _geometry
+from gcc_jax.losses._reduction import mean_of_totals
 
 __all__ = ["batch_loss", "gaussian_density", "l2_loss"]
 
@@ -199,13 +198,8 @@ def l2_loss(
     return batch_loss(terms, {}), terms
 
 
-def batch_loss(terms: Mapping[str, jax.Array], options: Mapping[str, Any]) -> jax.Array:
-    """L2's batch loss ``(1/B) Σ_b total_b`` from the per-image losses ``terms["total"]`` ``[B]``.
-
-    ``options`` (the loss's keyword options) do not enter it.
-    """
-    del options
-    return jnp.mean(terms["total"])
+# L2's batch loss: the mean of its per-image losses, as its official trainer computes it.
+batch_loss = mean_of_totals
 
 
 @functools.partial(jax.jit, static_argnames=("stride", "sigma", "adaptive"))
