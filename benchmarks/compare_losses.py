@@ -7,7 +7,7 @@ crowds, crop 128, batch 8, Adam lr 1e-3 with cosine decay, 10 epochs = 400 steps
 trained with :func:`gcc_jax.training.train_and_evaluate` into ``WORKDIR/<loss>`` — the same
 steps, seeds, data order, augmentation and schedule for every loss; only ``config.loss.name``
 (and with it the network head each loss's official code uses, see
-:attr:`gcc_jax.losses.RegisteredLoss.head`) changes. BL runs twice: as the official code trains it
+:func:`gcc_jax.models.official_head`) changes. BL runs twice: as the official code trains it
 (BL+, with the background row) and without the background row — from a random
 initialisation, BL+ collapses to an all-zero map here (the background owns most cells, so its
 first gradients lower the density everywhere and the ReLUs of the narrow network die; seen at

@@ -26,8 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from gcc_jax.losses import get_loss
-from gcc_jax.models import VGG19Density, forward_flops, param_count, params_from_torch
+from gcc_jax.models import VGG19Density, forward_flops, official_head, param_count, params_from_torch
 
 # The independent plain-torch network the equivalence tests check against.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "models"))
@@ -41,7 +40,7 @@ def main() -> None:
     parser.add_argument("--variant", default="gl", choices=("gl", "bl", "dm_count"))
     args = parser.parse_args()
     height, width = args.size
-    options = get_loss(args.variant).head
+    options = official_head(args.variant)
 
     net = randomize_(TorchVGGDensity(1.0, density_layer=args.variant == "dm_count", **options).eval())
     variables = params_from_torch(net.state_dict())

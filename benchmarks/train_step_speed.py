@@ -132,14 +132,14 @@ class TorchStep:
     def __init__(self, loss: str, inputs: dict, *, width: float, crop: int, device: str = "cpu"):
         import torch
 
-        from gcc_jax.losses import get_loss
+        from gcc_jax.models import official_head
 
         sys.path.insert(0, str(ROOT / "tests" / "models"))
         from torch_vgg_reference import TorchVGGDensity
 
         self.torch = torch
         self.device = device
-        self.net = TorchVGGDensity(width, density_layer=loss == "dm_count", **get_loss(loss).head).to(device)
+        self.net = TorchVGGDensity(width, density_layer=loss == "dm_count", **official_head(loss)).to(device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=1e-5, weight_decay=1e-4)
         self.images = torch.from_numpy(inputs["image"]).permute(0, 3, 1, 2).contiguous().to(device)
         self.value_and_grad = official_loss(loss, inputs, crop=crop)

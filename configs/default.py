@@ -43,7 +43,7 @@ scaling, which :func:`gcc_jax.training.create_optimizer` reproduces.
 import ml_collections
 from ml_collections import config_dict
 
-from gcc_jax.data import SyntheticCrowdOptions
+from gcc_jax.data import DEFAULT_IMAGE_CACHE_BYTES, SyntheticCrowdOptions
 from gcc_jax.localization import DEFAULT_THRESHOLD
 
 
@@ -82,7 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dataset.loader = "tf.data"
     # Decoded training images kept in memory between epochs, per process, in MiB (0 = decode
     # every epoch). ShanghaiTech part A takes about 0.5 GiB, part B about 0.9 GiB.
-    config.dataset.image_cache_mib = 2048
+    config.dataset.image_cache_mib = DEFAULT_IMAGE_CACHE_BYTES // 2**20  # 2048
     # Options of synthetic_crowd (used only when name == "synthetic_crowd"): the fields and
     # their meaning are those of gcc_jax.data.SyntheticCrowdOptions.
     config.dataset.synthetic = ml_collections.ConfigDict(SyntheticCrowdOptions().to_dict())
@@ -106,7 +106,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.loss = ml_collections.ConfigDict()
     # Training loss: "gl" (Generalized Loss), "bl" (Bayesian Loss), "dm_count", "l2". The
-    # model head follows the loss's official code (gcc_jax.losses.LOSSES).
+    # model head follows the loss's official code (gcc_jax.models.OFFICIAL_HEADS).
     config.loss.name = "gl"
     # GL hyper-parameters: the official train.py defaults (docs/losses.md); see
     # gcc_jax.losses.generalized_loss for each.
@@ -136,11 +136,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # has collapsed to zero under heads.
     config.loss.gl.density_floor = 0.0
     # BL hyper-parameters: the 2021 official code (docs/losses.md); see gcc_jax.losses.bayesian_loss.
-    # From a random initialisation (no init_checkpoint) BL with the 2021 background collapses
-    # to an all-zero map, the official PyTorch BL exactly as gcc_jax (measured at lr 1e-3 and
-    # 1e-4: benchmarks/bl_random_start.py, README "BL from a random start"). Start from
-    # ImageNet weights as the official code does, or, from scratch, use lr <= 1e-4 with
-    # use_background=False or background="2019" (background_ratio=0.15).
+    # Start from ImageNet weights (model.init_checkpoint) as the official code does: from a
+    # random start the 2021 background collapses the map to zero (docs/losses.md, "BL").
     config.loss.bl = ml_collections.ConfigDict()
     config.loss.bl.sigma = 8.0  # head likelihood std in pixels
     config.loss.bl.use_background = True  # add the background posterior row
@@ -191,7 +188,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.num_pictures = 4
 
     # Localization metrics of the evaluations, beside the counting metrics (see
-    # gcc_jax.training.evaluation.LocalizationOptions): peaks of the density map matched to
+    # gcc_jax.localization_scoring.LocalizationOptions): peaks of the density map matched to
     # the heads, precision / recall / F1 summed over the split.
     config.localization = ml_collections.ConfigDict()
     # Compute them (a peak search and a bipartite matching per image).

@@ -12,7 +12,7 @@ model.
 
 PyTorch files do not record the upsampling / output activation, so they come from
 ``--variant`` (the loss the network was or will be trained with, see
-:attr:`gcc_jax.losses.RegisteredLoss.head`) or from ``--upsample`` and ``--output``; a DM-Count file
+:func:`gcc_jax.models.official_head`) or from ``--upsample`` and ``--output``; a DM-Count file
 (``density_layer``) implies ``dm_count``. A GL/BL checkpoint or an ImageNet file needs one
 of them, because a wrong guess would silently change every count.
 """
@@ -25,12 +25,13 @@ import sys
 from collections.abc import Sequence
 
 from gcc_jax import cli
-from gcc_jax.losses import LOSS_NAMES, get_loss
 from gcc_jax.models import (
+    OFFICIAL_HEADS,
     OUTPUT_ACTIVATIONS,
     UPSAMPLE_MODES,
     VGG19Density,
     load_torch_state_dict,
+    official_head,
     param_count,
     params_from_torch,
     save_variables,
@@ -57,7 +58,7 @@ def convert(
       in_path: PyTorch checkpoint (see the module docstring).
       out_dir: output folder (:func:`gcc_jax.models.save_variables` layout).
       variant: loss whose official network head to use (a name of
-        :data:`gcc_jax.losses.LOSSES`); excludes ``upsample`` / ``output``.
+        :data:`gcc_jax.models.OFFICIAL_HEADS`); excludes ``upsample`` / ``output``.
       upsample: ``"nearest"`` or ``"bilinear"``, with ``output``, instead of ``variant``.
       output: ``"abs"`` or ``"relu"``, with ``upsample``.
       head: ``"keep"`` or ``"init"``; ``None`` keeps the file's head when it has one and
@@ -78,17 +79,17 @@ def convert(
     if variant is not None and (upsample is not None or output is not None):
         raise ValueError("give either variant or upsample/output, not both")
     if variant is not None:
-        options = get_loss(variant).head
+        options = official_head(variant)
     elif upsample is not None or output is not None:
         if upsample is None or output is None:
             raise ValueError("upsample and output must be given together")
         options = {"upsample": upsample, "output": output}
     elif layout == "density_layer":
-        options = get_loss("dm_count").head
+        options = official_head("dm_count")
     else:
         kind = "a GL/BL checkpoint (reg_layer head)" if layout else "an ImageNet VGG19 (no head)"
         raise ValueError(
-            f"{in_path} is {kind}: choose the head with variant (one of {', '.join(LOSS_NAMES)}) "
+            f"{in_path} is {kind}: choose the head with variant (one of {', '.join(OFFICIAL_HEADS)}) "
             f"or with upsample and output"
         )
     if head is None:
@@ -115,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("in_path", metavar="IN.pth", help="PyTorch .pth state dict or .tar training checkpoint")
     parser.add_argument("out_dir", metavar="OUT_DIR", help="output model directory")
-    parser.add_argument("--variant", choices=LOSS_NAMES, help="loss the model is trained with (sets upsample and output)")
+    parser.add_argument("--variant", choices=tuple(OFFICIAL_HEADS), help="loss the model is trained with (sets upsample and output)")
     parser.add_argument("--upsample", choices=UPSAMPLE_MODES, help="×2 upsampling (with --output, instead of --variant)")
     parser.add_argument("--output", choices=OUTPUT_ACTIVATIONS, help="output activation (with --upsample)")
     parser.add_argument("--head", choices=("keep", "init"), help="default: keep the file's head, init when it has none")

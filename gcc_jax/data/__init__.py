@@ -40,13 +40,9 @@ Training — one epoch, reshuffled from ``(seed, epoch)``::
                                process_count=jax.process_count(), loader="grain")
     len(epoch)            # batches this epoch (= train_steps_per_epoch(...))
     for batch in epoch:   # dict of numpy arrays, b = batch_size // process_count
-        batch["image"]        # float32 [b, c, c, 3], ImageNet-normalised
-        batch["points"]       # float32 [b, M, 2], (x, y) crop pixels
-        batch["point_mask"]   # bool    [b, M]
-        batch["targets"]      # float32 [b, M], fraction of each head box in the crop, 0 = pad
-        batch["st_size"]      # float32 [b], min(H, W) of the source image after resizing
-        batch["num_points"]   # int32   [b], points in the crop before padding
-        batch["num_dropped"]  # int32   [b], points lost to max_points (also logged)
+        batch["image"], batch["points"], batch["point_mask"], ...
+
+:class:`TrainEpoch` lists the entries of a training batch, with shapes and units.
 
 Resume mid-epoch with ``skip_batches=k`` (same batches as the uninterrupted epoch from batch
 ``k`` on). Images whose shorter side is below the crop are padded (``min_size_policy="pad"``)
@@ -55,12 +51,9 @@ or upscaled (``"upscale"``).
 Evaluation — full images, each process a disjoint share (``p, p + P, …``)::
 
     for batch in make_eval_dataset("ucf_qnrf", split="test", data_dir=TFDS_DIR):
-        batch["image"]       # float32 [b, H', W', 3], padded to multiples of 16
-        batch["image_hw"]    # int32 [b, 2] true (height, width) before padding
-        batch["count"]       # float32 [b] true count (NaN if unannotated)
-        batch["points"], batch["point_mask"]   # [b, M, 2], [b, M]
-        batch["boxes"]       # [b, M, 4] (x1, y1, x2, y2), NWPU and JHU only
-        batch["filename"], batch["scale"]      # bytes [b]; resize factor [b]
+        batch["image"], batch["image_hw"], batch["count"], ...
+
+:class:`EvalDataset` lists the entries of an evaluation batch.
 
 Synthetic data (no download): ``name="synthetic_crowd"`` with ``synthetic={...}`` options
 (:class:`SyntheticCrowdOptions`: seed, height, width, num_train / num_val / num_test,
@@ -72,6 +65,7 @@ from gcc_jax.data._builder_base import BadExampleError
 from gcc_jax.data.build import build_dataset, load_builder
 from gcc_jax.data.catalog import DATASET_NAMES, DatasetSpec, get_spec
 from gcc_jax.data.pipeline import (
+    DEFAULT_IMAGE_CACHE_BYTES,
     LOADERS,
     EvalDataset,
     TrainEpoch,
@@ -84,6 +78,7 @@ from gcc_jax.data.synthetic import SyntheticCrowdOptions
 
 __all__ = [
     "DATASET_NAMES",
+    "DEFAULT_IMAGE_CACHE_BYTES",
     "LOADERS",
     "BadExampleError",
     "DatasetSpec",

@@ -197,6 +197,33 @@ class CrowdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 continue
             yield key, example
 
+    def _example_with_points(
+        self, split: str, image_path: pathlib.Path, points: np.ndarray, annotation_path
+    ) -> tuple[dict, np.ndarray]:
+        """The stored example of one image and its annotated head points.
+
+        Every builder's per-example function ends here once it has found the image and read
+        the annotation: the image is read and checked (:func:`read_image`) and the points are
+        held to it by the ``out_of_image`` policy.
+
+        Args:
+          split: the split being built (for the log and ``metadata.json``).
+          image_path: the image file.
+          points: ``[N, 2]`` float32 head points ``(x, y)`` in image pixels, as annotated.
+          annotation_path: the file the points came from (named in warnings and errors).
+
+        Returns:
+          ``(example, keep)``: ``{"image", "image/filename", "points"}`` and the ``[N]`` boolean
+          mask of the annotated points kept, for a builder that stores more per head (boxes,
+          occlusion) to select the same rows.
+
+        Raises:
+          BadExampleError: an unreadable image, or points outside it under ``"raise"``.
+        """
+        encoded, height, width = read_image(image_path)
+        points, keep = self._inside_image(split, points, height, width, annotation_path)
+        return {"image": encoded, "image/filename": image_path.name, "points": points}, keep
+
     def _ignore_files(self, split: str, folder, names) -> None:
         """Logs (and records) stray files that carry no annotation, e.g. ``Thumbs.db``."""
         names = sorted(names, key=natural_key)

@@ -9,6 +9,7 @@ identically by construction.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import threading
 from collections.abc import Callable
@@ -66,23 +67,33 @@ def _stored_size(source, example: dict) -> tuple[int, int]:
 
 
 # What a training example needs besides its pixels, kept per split and example after the first
-# read (a few bytes per head): later epochs neither read the record nor rebuild the k-d tree
-# of the head sizes.
-_annotations: dict[tuple, tuple] = {}
+# read (12 bytes per head: points and head sizes): later epochs neither read the record nor
+# rebuild the k-d tree of the head sizes. One run trains on one split, so only the splits read
+# most recently are kept (a process that opens many, like a test session, does not grow
+# without bound): {source.cache_key: {index: entry}}, oldest first.
+_MAX_CACHED_SPLITS = 2
+_annotations: collections.OrderedDict[tuple, dict[int, tuple]] = collections.OrderedDict()
 _annotations_lock = threading.Lock()
 
 
 def _train_annotations(source, index: int):
     """``(points, unclipped head sizes, filename, stored image size, image or None)``."""
-    key = (source.cache_key, index)
-    cached = _annotations.get(key)
+    with _annotations_lock:
+        split = _annotations.get(source.cache_key)
+        if split is None:
+            split = _annotations[source.cache_key] = {}
+            while len(_annotations) > _MAX_CACHED_SPLITS:
+                _annotations.popitem(last=False)
+        else:
+            _annotations.move_to_end(source.cache_key)
+        cached = split.get(index)
     if cached is not None:
         return (*cached, None)
     example = source.read(index)
     points = np.asarray(example["points"], np.float32).reshape(-1, 2)
     entry = (points, plan.knn_head_sizes(points), example["filename"], _stored_size(source, example))
     with _annotations_lock:
-        _annotations[key] = entry
+        split[index] = entry
     return (*entry, example["image"])
 
 

@@ -12,6 +12,11 @@ written so that the two give the same numbers:
 * normalisation is :func:`gcc_jax.imagenet.normalize_images`' formula.
 
 Images are ``[H, W, 3]`` arrays, uint8 as decoded, float32 once resized or normalised.
+
+Backend: numpy arrays in, numpy arrays out, no TensorFlow: the Grain pipeline
+(:mod:`gcc_jax.data._grain`) and the example index (:mod:`gcc_jax.data.examples`) use it. :func:`decode_image`,
+:func:`crop_train_image` and :func:`eval_image` share their names with the TensorFlow ops of
+:mod:`gcc_jax.data.ops` (the tf.data pipeline's), which compute the same pixels.
 """
 
 from __future__ import annotations

@@ -159,13 +159,10 @@ class JhuCrowd(base.CrowdBuilder):
             count, scene, weather, distractor = labels[stem]
             if count != len(rows):
                 self._warn(split, gt_path, f"image_labels.txt says {count} heads, the file lists {len(rows)}")
-            encoded, height, width = base.read_image(image_path)
-            points, keep = self._inside_image(split, rows[:, :2], height, width, gt_path)
+            example, keep = self._example_with_points(split, image_path, rows[:, :2], gt_path)
             rows = rows[keep]
             return {
-                "image": encoded,
-                "image/filename": image_path.name,
-                "points": points,
+                **example,
                 "box_size": rows[:, 2:4],
                 "occlusion": rows[:, 4].astype(np.int32),
                 "blur": rows[:, 5].astype(np.int32),

@@ -170,12 +170,9 @@ class NwpuCrowd(base.CrowdBuilder):
                 points, boxes = read_nwpu_json(json_path)
             else:
                 points, boxes = np.zeros([0, 2], np.float32), np.zeros([0, 4], np.float32)
-            encoded, height, width = base.read_image(image_path)
-            points, keep = self._inside_image(split, points, height, width, json_path)
+            example, keep = self._example_with_points(split, image_path, points, json_path)
             return {
-                "image": encoded,
-                "image/filename": image_path.name,
-                "points": points,
+                **example,
                 "boxes": boxes[keep],
                 "annotated": annotated,
                 "luminance": luminance,

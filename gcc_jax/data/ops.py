@@ -5,6 +5,11 @@ They only move pixels: what to crop, resize or flip is decided beforehand in num
 (:mod:`gcc_jax.data.plan`), so the tf.data and Grain pipelines take the same decisions.
 
 Conventions: images are ``[H, W, 3]`` (row-major, channels last).
+
+Backend: TensorFlow tensors in, TensorFlow tensors out, for the tf.data pipeline
+(:mod:`gcc_jax.data._tf_data`) only. :func:`decode_image`, :func:`crop_train_image` and
+:func:`eval_image` have numpy twins of the same names in :mod:`gcc_jax.data.images`, which the
+Grain pipeline and TensorFlow-free code use; the two give the same pixels (tested).
 """
 
 from __future__ import annotations

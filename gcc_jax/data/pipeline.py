@@ -112,16 +112,14 @@ class TrainEpoch:
       steps: batches in this epoch (after ``skip_batches``), the same on every process when
         ``drop_remainder``.
       batch_size: per-process batch ``b``.
-      loader: the backend, ``"tf.data"`` or ``"grain"``.
     """
 
     def __init__(self, batches: Callable[[], Iterator[dict]], *, num_examples: int, steps: int, batch_size: int,
-                 max_points: int, loader: str):
+                 max_points: int):
         self._batches = batches
         self.num_examples = num_examples
         self.steps = steps
         self.batch_size = batch_size
-        self.loader = loader
         self._max_points = max_points
 
     def __len__(self) -> int:
@@ -274,7 +272,7 @@ def make_train_dataset(
         )  # fmt: skip
 
     return TrainEpoch(batches, num_examples=len(source), steps=math.ceil(len(order) / local_batch),
-                      batch_size=local_batch, max_points=max_points, loader=loader)  # fmt: skip
+                      batch_size=local_batch, max_points=max_points)  # fmt: skip
 
 
 class EvalDataset:
@@ -298,15 +296,13 @@ class EvalDataset:
     Attributes:
       num_examples: examples this process evaluates.
       steps: number of batches.
-      loader: the backend.
     """
 
     def __init__(self, batches: Callable[[], Iterator[dict]], *, num_examples: int, steps: int,
-                 max_points: int | None, loader: str):
+                 max_points: int | None):
         self._batches = batches
         self.num_examples = num_examples
         self.steps = steps
-        self.loader = loader
         self._max_points = max_points
 
     def __len__(self) -> int:
@@ -391,4 +387,4 @@ def make_eval_dataset(
         )  # fmt: skip
 
     return EvalDataset(batches, num_examples=len(order), steps=math.ceil(len(order) / batch_size),
-                       max_points=max_points, loader=loader)  # fmt: skip
+                       max_points=max_points)  # fmt: skip

@@ -182,9 +182,6 @@ class Shanghaitech(base.CrowdBuilder):
                 raise base.BadExampleError(image_path, f"annotation file GT_{stem}.mat is missing in {gt_dir}")
             if image_path is None:
                 raise base.BadExampleError(gt_path, f"image {stem}.jpg is missing in {images_dir}")
-            points = read_shanghaitech_mat(gt_path)
-            encoded, height, width = base.read_image(image_path)
-            points, _ = self._inside_image(split, points, height, width, gt_path)
-            return {"image": encoded, "image/filename": image_path.name, "points": points}
+            return self._example_with_points(split, image_path, read_shanghaitech_mat(gt_path), gt_path)[0]
 
         yield from self._guarded(split, ((stem, (lambda s=stem: make(s))) for stem in stems))

@@ -139,9 +139,6 @@ class UcfQnrf(base.CrowdBuilder):
                 raise base.BadExampleError(image_path, f"annotation file img_{number:04d}_ann.mat is missing")
             if image_path is None:
                 raise base.BadExampleError(ann_path, f"image img_{number:04d}.jpg is missing")
-            points = read_ann_points_mat(ann_path)
-            encoded, height, width = base.read_image(image_path)
-            points, _ = self._inside_image(split, points, height, width, ann_path)
-            return {"image": encoded, "image/filename": image_path.name, "points": points}
+            return self._example_with_points(split, image_path, read_ann_points_mat(ann_path), ann_path)[0]
 
         yield from self._guarded(split, ((f"img_{n:04d}", (lambda n=n: make(n))) for n in numbers))

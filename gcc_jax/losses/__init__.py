@@ -3,8 +3,11 @@
 Every loss takes ``density`` ``[B, h, w]``, ``points`` ``[B, M, 2]`` (``(x, y)`` in input
 pixels) and ``point_mask`` ``[B, M]`` (``False`` = padding), and returns ``(loss, terms)``:
 the batch loss reduced as the reference implementation reduces it, and a dict of per-image
-``[B]`` arrays. :data:`LOSSES` names them for training programs (batch entries, batch
-reduction, the network head of each official code). ``docs/losses.md`` writes out the math.
+``[B]`` arrays. Each loss's keyword hyper-parameters are the fields of one frozen, checked object
+(:class:`GLHyperParameters`, :class:`BLHyperParameters`, :class:`DMCountHyperParameters`,
+:class:`L2HyperParameters`), whose ``batch_loss(terms)`` is the loss's batch reduction.
+:data:`LOSSES` names the losses for training programs (batch entries, hyper-parameters).
+``docs/losses.md`` writes out the math.
 
 Shapes and dtypes are checked (``ValueError`` naming the argument); the losses compute in
 float32 whatever floating-point or integer density comes in (``float16`` / ``bfloat16`` maps
@@ -24,21 +27,26 @@ Values cannot be checked inside ``jit``, so they are a contract:
   The training program stops with a message at the first non-finite metric.
 """
 
-from gcc_jax.losses._bayesian import bayesian_loss
-from gcc_jax.losses._dm_count import dm_count_loss, dot_map
+from gcc_jax.losses._bayesian import BLHyperParameters, bayesian_loss
+from gcc_jax.losses._dm_count import DMCountHyperParameters, dm_count_loss, dot_map
 from gcc_jax.losses._geometry import cell_positions
 from gcc_jax.losses._generalized import (
     GL_COSTS,
+    GLHyperParameters,
     exp_cost,
     generalized_loss,
     generalized_loss_potentials,
     perspective_cost,
 )
-from gcc_jax.losses._pixel import gaussian_density, l2_loss
+from gcc_jax.losses._pixel import L2HyperParameters, gaussian_density, l2_loss
 from gcc_jax.losses._registry import LOSS_NAMES, LOSSES, RegisteredLoss, get_loss
 
 __all__ = [
+    "BLHyperParameters",
+    "DMCountHyperParameters",
+    "GLHyperParameters",
     "GL_COSTS",
+    "L2HyperParameters",
     "LOSSES",
     "LOSS_NAMES",
     "RegisteredLoss",

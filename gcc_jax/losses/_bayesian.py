@@ -15,18 +15,63 @@ and the batch reduction ``(1/B) Σ_b L_b``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from gcc_jax.losses import _geometry
-from gcc_jax.losses._reduction import mean_of_totals
+# BL's batch loss: the mean of its per-image losses, as its official trainer computes it.
+from gcc_jax.losses._reduction import mean_of_totals as batch_loss
 
-__all__ = ["BACKGROUND_MODELS", "batch_loss", "bayesian_loss"]
+__all__ = ["BACKGROUND_MODELS", "BLHyperParameters", "batch_loss", "bayesian_loss"]
 
 BACKGROUND_MODELS = ("2021", "2019")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BLHyperParameters:
+    """BL's hyper-parameters, checked once when made (frozen and hashable). The defaults are
+    the 2021 official code's.
+
+    Attributes:
+      sigma: standard deviation of the head likelihood, in pixels.
+      stride: size of one density cell in pixels.
+      use_background: add the background row.
+      background_ratio: ``d = st_size · background_ratio``; 1.0 in the 2021 code, 0.15 in the
+        2019 code (0.1 recommended there for ShanghaiTech A).
+      background: ``"2021"`` or ``"2019"``, the background model (see
+        :func:`gcc_jax.losses.bayesian_loss`).
+
+    Raises:
+      ValueError: a hyper-parameter out of its range or not one of its choices (the message
+        names it).
+    """
+
+    sigma: float = 8.0
+    stride: float = 8.0
+    use_background: bool = True
+    background_ratio: float = 1.0
+    background: str = "2021"
+
+    def __post_init__(self):
+        _geometry.check_positive("sigma", self.sigma)
+        _geometry.check_positive("stride", self.stride)
+        _geometry.check_positive("background_ratio", self.background_ratio)
+        _geometry.check_choice("background", self.background, BACKGROUND_MODELS)
+        if not isinstance(self.use_background, (bool, np.bool_)):
+            raise ValueError(f"use_background must be a bool, got {self.use_background!r}")
+        # A frozen dataclass sets its own fields through object.__setattr__.
+        for name in ("sigma", "stride", "background_ratio"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "use_background", bool(self.use_background))
+
+    def batch_loss(self, terms: Mapping[str, jax.Array]) -> jax.Array:
+        """BL's batch loss, :func:`batch_loss` of the per-image ``terms``."""
+        return batch_loss(terms)
 
 
 def _background_distance(min_distance, st_size, *, ratio: float, model: str):
@@ -101,11 +146,7 @@ def bayesian_loss(
     *,
     st_size,
     targets=None,
-    sigma: float = 8.0,
-    stride: float = 8,
-    use_background: bool = True,
-    background_ratio: float = 1.0,
-    background: str = "2021",
+    **hyper_parameters,
 ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
     """Bayesian Loss of a batch of density maps against head points.
 
@@ -131,12 +172,8 @@ def bayesian_loss(
         source image each crop was cut from; sets the background distance.
       targets: ``[B, M]`` target count of each head (the reference loaders pass the fraction of
         the head box inside the crop); ``None`` means 1 for every head.
-      sigma: standard deviation of the head likelihood, in pixels.
-      stride: size of one density cell in pixels.
-      use_background: add the background row.
-      background_ratio: ``d = st_size · background_ratio``; 1.0 in the 2021 code, 0.15 in the
-        2019 code (0.1 recommended there for ShanghaiTech A).
-      background: ``"2021"`` or ``"2019"``, the background model (see the formulas above).
+      **hyper_parameters: the fields of :class:`BLHyperParameters` (``sigma``, ``stride``,
+        ``use_background``, ``background_ratio``, ``background``), the 2021 code's defaults.
 
     Returns:
       ``(loss, terms)``: the scalar batch loss and ``{"total": [B]}``, the per-image ``L_b``.
@@ -144,18 +181,14 @@ def bayesian_loss(
     Raises:
       ValueError: on inconsistent shapes, a density or points that are not real numbers, a
         point_mask that is not boolean, or invalid hyper-parameters.
+      TypeError: a keyword that is not a field of :class:`BLHyperParameters`.
 
     References:
       Z. Ma, X. Wei, X. Hong, Y. Gong, "Bayesian Loss for Crowd Count Estimation with Point
       Supervision", ICCV 2019; official code ZhihengCV/Bayesian-Crowd-Counting.
     """
     density, points, point_mask = _geometry.prepare_batch(density, points, point_mask, loss="bayesian_loss")
-    _geometry.check_positive("sigma", sigma)
-    _geometry.check_positive("stride", stride)
-    _geometry.check_positive("background_ratio", background_ratio)
-    _geometry.check_choice("background", background, BACKGROUND_MODELS)
-    if not isinstance(use_background, (bool, np.bool_)):
-        raise ValueError(f"use_background must be a bool, got {use_background!r}")
+    hyper = BLHyperParameters(**hyper_parameters)
     batch, num_points = jnp.shape(points)[:2]
     st_shape = jnp.shape(st_size)
     if st_shape not in ((), (batch,)):
@@ -176,15 +209,11 @@ def bayesian_loss(
         point_mask,
         jnp.asarray(targets, density.dtype),
         jnp.broadcast_to(jnp.asarray(st_size, density.dtype), (batch,)),
-        sigma=float(sigma),
-        stride=float(stride),
-        use_background=bool(use_background),
-        background_ratio=float(background_ratio),
-        background=background,
+        sigma=hyper.sigma,
+        stride=hyper.stride,
+        use_background=hyper.use_background,
+        background_ratio=hyper.background_ratio,
+        background=hyper.background,
     )
     terms = {"total": losses}
-    return batch_loss(terms, {}), terms
-
-
-# BL's batch loss: the mean of its per-image losses, as its official trainer computes it.
-batch_loss = mean_of_totals
+    return hyper.batch_loss(terms), terms

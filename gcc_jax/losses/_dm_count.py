@@ -20,9 +20,10 @@ reference adds before every division.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +31,7 @@ from jax import lax
 
 from gcc_jax.losses import _geometry
 
-__all__ = ["batch_loss", "dm_count_loss", "dot_map"]
+__all__ = ["DMCountHyperParameters", "batch_loss", "dm_count_loss", "dot_map"]
 
 # Constants of the reference Sinkhorn (POT's sinkhorn_knopp ported to PyTorch).
 _SINKHORN_EPS = 1e-16  # added to Kᵀu, K v and v before dividing / taking logs
@@ -214,14 +215,55 @@ def _image_ot_terms(density, points, point_mask, *, stride, reg, num_iters):
     return surrogate, objective, wasserstein
 
 
-@functools.partial(jax.jit, static_argnames=("stride", "wot", "wtv", "reg", "num_iters"))
-def _batch_terms(density, points, point_mask, *, stride, wot, wtv, reg, num_iters):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DMCountHyperParameters:
+    """DM-Count's hyper-parameters, checked once when made (frozen and hashable: a jit static
+    argument). The defaults are the official code's.
+
+    Attributes:
+      stride: size of one density cell in pixels (a positive integer).
+      wot: weight of the OT term.
+      wtv: weight of the TV term.
+      reg: entropic regularisation of Sinkhorn, in pixels² (the cost's unit).
+      num_iters: Sinkhorn iteration cap.
+
+    Raises:
+      ValueError: a hyper-parameter out of its range (the message names it).
+    """
+
+    stride: int = 8
+    wot: float = 0.1
+    wtv: float = 0.01
+    reg: float = 10.0
+    num_iters: int = 100
+
+    def __post_init__(self):
+        _geometry.check_positive("wot", self.wot, allow_zero=True)
+        _geometry.check_positive("wtv", self.wtv, allow_zero=True)
+        _geometry.check_positive("reg", self.reg)
+        _geometry.check_positive("num_iters", self.num_iters)
+        if float(self.num_iters) != int(self.num_iters):
+            raise ValueError(f"num_iters must be a positive integer, got {self.num_iters!r}")
+        # A frozen dataclass sets its own fields through object.__setattr__.
+        object.__setattr__(self, "stride", _check_stride(self.stride))
+        for name in ("wot", "wtv", "reg"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "num_iters", int(self.num_iters))
+
+    def batch_loss(self, terms: Mapping[str, jax.Array]) -> jax.Array:
+        """:func:`batch_loss` of the per-image ``terms`` with these ``wot`` and ``wtv``."""
+        return batch_loss(terms, wot=self.wot, wtv=self.wtv)
+
+
+@functools.partial(jax.jit, static_argnames="hyper")
+def _batch_terms(density, points, point_mask, hyper: DMCountHyperParameters):
+    stride = hyper.stride
     batch, h, w = density.shape
     zeros = jnp.zeros((batch,), density.dtype)
     if points.shape[1] == 0:  # no point slots: no image has an OT term
         surrogate = objective = wasserstein = zeros
     else:
-        one = functools.partial(_image_ot_terms, stride=stride, reg=reg, num_iters=num_iters)
+        one = functools.partial(_image_ot_terms, stride=stride, reg=hyper.reg, num_iters=hyper.num_iters)
         surrogate, objective, wasserstein = jax.vmap(one)(density, points, point_mask)
     num_points = jnp.sum(point_mask, axis=1).astype(density.dtype)  # [B]
     mass = jnp.sum(density, axis=(1, 2))
@@ -236,12 +278,12 @@ def _batch_terms(density, points, point_mask, *, stride, wot, wtv, reg, num_iter
         "wasserstein": wasserstein,
         "count": count,
         "tv": tv,
-        "total": wot * surrogate + count + wtv * tv,
+        "total": hyper.wot * surrogate + count + hyper.wtv * tv,
     }
-    return batch_loss(terms, {"wot": wot, "wtv": wtv}), terms
+    return hyper.batch_loss(terms), terms
 
 
-def batch_loss(terms: Mapping[str, jax.Array], options: Mapping[str, Any]) -> jax.Array:
+def batch_loss(terms: Mapping[str, jax.Array], *, wot: float, wtv: float) -> jax.Array:
     """DM-Count's batch loss from its per-image terms, as the official trainer reduces them.
 
     ``wot · Σ_b ot_b + mean_b count_b + wtv · mean_b tv_b``: the OT surrogate is summed over
@@ -249,28 +291,17 @@ def batch_loss(terms: Mapping[str, jax.Array], options: Mapping[str, Any]) -> ja
 
     Args:
       terms: per-image ``[B]`` arrays ``ot``, ``count`` and ``tv`` (unweighted).
-      options: the loss's keyword options; ``wot`` and ``wtv`` are read.
+      wot: weight of the OT term.
+      wtv: weight of the TV term.
 
     Returns:
       The scalar batch loss.
     """
-    return (
-        options["wot"] * jnp.sum(terms["ot"])
-        + jnp.mean(terms["count"])
-        + options["wtv"] * jnp.mean(terms["tv"])
-    )
+    return wot * jnp.sum(terms["ot"]) + jnp.mean(terms["count"]) + wtv * jnp.mean(terms["tv"])
 
 
 def dm_count_loss(
-    density: jnp.ndarray,
-    points: jnp.ndarray,
-    point_mask: jnp.ndarray,
-    *,
-    stride: int = 8,
-    wot: float = 0.1,
-    wtv: float = 0.01,
-    reg: float = 10.0,
-    num_iters: int = 100,
+    density: jnp.ndarray, points: jnp.ndarray, point_mask: jnp.ndarray, **hyper_parameters
 ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
     """DM-Count loss of a batch of (un-normalised) density maps against head points.
 
@@ -297,11 +328,8 @@ def dm_count_loss(
         computed in float32 (float64 stays float64); see :mod:`gcc_jax.losses` on other values.
       points: ``[B, M, 2]`` head points ``(x, y)`` = (column, row) in crop pixels, padded.
       point_mask: ``[B, M]`` boolean, ``False`` marks padding rows of ``points``.
-      stride: size of one density cell in pixels (a positive integer).
-      wot: weight of the OT term.
-      wtv: weight of the TV term.
-      reg: entropic regularisation of Sinkhorn, in pixels² (the cost's unit).
-      num_iters: Sinkhorn iteration cap.
+      **hyper_parameters: the fields of :class:`DMCountHyperParameters` (``stride``, ``wot``,
+        ``wtv``, ``reg``, ``num_iters``), the official code's defaults.
 
     Returns:
       ``(loss, terms)``: the scalar batch loss and a dict of ``[B]`` arrays ``ot`` (the
@@ -312,26 +340,11 @@ def dm_count_loss(
     Raises:
       ValueError: on inconsistent shapes, a density or points that are not real numbers, a
         point_mask that is not boolean, or invalid hyper-parameters.
+      TypeError: a keyword that is not a field of :class:`DMCountHyperParameters`.
 
     References:
       B. Wang, H. Liu, D. Samaras, M. Hoai, "Distribution Matching for Crowd Counting",
       NeurIPS 2020; official code cvlab-stonybrook/DM-Count.
     """
     density, points, point_mask = _geometry.prepare_batch(density, points, point_mask, loss="dm_count_loss")
-    stride = _check_stride(stride)
-    _geometry.check_positive("wot", wot, allow_zero=True)
-    _geometry.check_positive("wtv", wtv, allow_zero=True)
-    _geometry.check_positive("reg", reg)
-    _geometry.check_positive("num_iters", num_iters)
-    if float(num_iters) != int(num_iters):
-        raise ValueError(f"num_iters must be a positive integer, got {num_iters!r}")
-    return _batch_terms(
-        density,
-        points,
-        point_mask,
-        stride=stride,
-        wot=float(wot),
-        wtv=float(wtv),
-        reg=float(reg),
-        num_iters=int(num_iters),
-    )
+    return _batch_terms(density, points, point_mask, DMCountHyperParameters(**hyper_parameters))

@@ -1,19 +1,23 @@
-"""Pieces of GL shared by its dense and chunked implementations: costs, hyper-parameters,
-normalised geometry, log-weights, the diameter and the ε-scaling schedule of the official
+"""Pieces of GL shared by its dense and chunked implementations: costs, hyper-parameters and
+the batch reduction, normalised geometry, log-weights, the diameter and the ε-scaling schedule of the official
 geomloss loop (written out in ``docs/losses.md``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Mapping
+from typing import Callable, Union
 
 import jax.numpy as jnp
 
 from gcc_jax.losses import _geometry
 
 __all__ = [
+    "GL_BATCH_REDUCTIONS",
     "GL_COSTS",
-    "Hyper",
+    "GLHyperParameters",
+    "batch_loss",
     "diameter",
     "epsilon_schedule",
     "exp_cost",
@@ -75,25 +79,119 @@ GL_COSTS = {"exp": exp_cost, "per": perspective_cost}
 CostFn = Callable[..., jnp.ndarray]
 
 
-class Hyper(NamedTuple):
-    """Static hyper-parameters of one GL evaluation (hashable, so usable as a jit static arg)."""
+_DIVERGENCES = ("l1", "l2")
+_SOLVERS = ("reference", "converged")
+_IMPLEMENTATIONS = ("auto", "chunked", "dense")
+# How the per-image terms become the batch loss (see batch_loss).
+GL_BATCH_REDUCTIONS = ("reference", "mean")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GLHyperParameters:
+    """GL's hyper-parameters, checked once when made (frozen and hashable: a jit static argument).
+
+    :func:`gcc_jax.losses.generalized_loss` and
+    :func:`gcc_jax.losses.generalized_loss_potentials` take these fields as keyword arguments;
+    the defaults are the official ``train.py``'s. Numbers are stored as Python floats (ints for
+    ``max_iterations``) and ``cost`` as the cost function, so equal settings compare and hash
+    equal however they were written.
+
+    Attributes:
+      crop_size: side ``c`` of the (square) training crop in pixels; every coordinate is divided
+        by it.
+      stride: size of one density cell in pixels.
+      cost: ``"per"`` (perspective-guided, :func:`perspective_cost`), ``"exp"``
+        (:func:`exp_cost`), or a callable ``cost(cells [n, 2], points [m, 2], *, scale)``
+        returning ``[n, m]`` on normalised coordinates.
+      scale: length scale of the ``"exp"`` cost (normalised units).
+      blur: ``ε^(1/p)``, the final entropic blur; also the weight of the entropy term.
+      reach: ``ρ^(1/p)``, the strength of the marginal (KL) penalties.
+      scaling: ratio between consecutive ``ε`` of the annealing schedule, in ``(0, 1)``.
+      p: exponent of geomloss's ``blur``/``reach`` parameterisation.
+      tau: weight of the point and pixel terms.
+      d_point: ``"l1"`` or ``"l2"``, divergence of the point term.
+      d_pixel: ``"l1"`` or ``"l2"``, divergence of the pixel term.
+      solver: ``"reference"``, a port of the official geomloss ε-scaling loop (about 10
+        symmetric, averaged iterations with a per-blur damping and a final extrapolation step;
+        not converged, and not expressible with ott-jax, see :mod:`gcc_jax.losses._generalized`);
+        ``"converged"`` solves the same fixed point at the final ``ε`` to convergence with
+        ott-jax's unbalanced ``Sinkhorn`` (``max_iterations``, ``threshold``).
+      cell_offset: ``"reference"`` puts cell ``(i, j)`` at ``((j+1)s, (i+1)s)`` as the official
+        code does; ``"centre"`` uses the true centre ``((j+½)s, (i+½)s)``.
+      max_iterations: iteration cap of the ``"converged"`` solver.
+      threshold: marginal-error tolerance of the ``"converged"`` solver (ott's criterion,
+        checked every 10 iterations). In float32 the error floors near 1e-5, so a much smaller
+        value only runs into ``max_iterations``; 1e-4 gives potentials within ~1e-6 of a float64
+        solve (measured on the reference fixtures).
+      implementation: how the work is laid out, never what is computed: ``"chunked"`` (one
+        image at a time, real points only, one ``exp`` per matrix entry and a hand-written
+        gradient; fastest on CPUs), ``"dense"`` (full padded matrices vmapped over the batch,
+        JAX autodiff; suits GPUs and TPUs), or ``"auto"`` (chunked on CPU, dense elsewhere).
+        Both agree to float32 round-off; the chunked one is differentiable in reverse mode only.
+      batch_reduction: ``"reference"`` (the official trainer's: the entropy terms summed over
+        the batch, the others averaged) or ``"mean"`` (every image's total averaged); see
+        :func:`batch_loss`. Equal at batch 1.
+      density_floor: cells below it enter the loss at this value, with their gradient passed
+        through unchanged. The default 0 changes nothing on a non-negative map and turns the
+        NaN that negative cells give (the reference takes their logarithm) into the loss of a
+        zero cell. A small positive floor bounds the gradient of a map with almost no mass
+        under heads, which grows without bound as the mass goes to 0 (measured in
+        ``docs/losses.md``); it moves the value and the gradient of zero cells away from the
+        reference's, so it is off by default.
+
+    Raises:
+      ValueError: a hyper-parameter out of its range or not one of its choices (the message
+        names it).
+    """
 
     crop_size: float
-    stride: float
-    cost: CostFn
-    scale: float
-    blur: float
-    reach: float
-    scaling: float
-    p: float
-    tau: float
-    d_point: str
-    d_pixel: str
-    solver: str
-    cell_offset: str
-    max_iterations: int
-    threshold: float
-    implementation: str
+    stride: float = 8.0
+    cost: Union[str, CostFn] = "per"
+    scale: float = 0.6
+    blur: float = 0.01
+    reach: float = 0.5
+    scaling: float = 0.5
+    p: float = 1.0
+    tau: float = 0.1
+    d_point: str = "l1"
+    d_pixel: str = "l2"
+    solver: str = "reference"
+    cell_offset: str = "reference"
+    max_iterations: int = 2000
+    threshold: float = 1e-4
+    implementation: str = "auto"
+    batch_reduction: str = "reference"
+    density_floor: float = 0.0
+
+    def __post_init__(self):
+        for name in ("crop_size", "stride", "scale", "blur", "reach", "p", "threshold", "scaling"):
+            _geometry.check_positive(name, getattr(self, name))
+        for name in ("tau", "density_floor"):
+            _geometry.check_positive(name, getattr(self, name), allow_zero=True)
+        if not 0.0 < float(self.scaling) < 1.0:
+            raise ValueError(f"scaling must lie strictly between 0 and 1, got {self.scaling!r}")
+        if int(self.max_iterations) < 1:
+            raise ValueError(f"max_iterations must be a positive integer, got {self.max_iterations!r}")
+        if isinstance(self.cost, str):
+            _geometry.check_choice("cost", self.cost, GL_COSTS)
+        elif not callable(self.cost):
+            raise ValueError(
+                f"cost must be one of {', '.join(map(repr, GL_COSTS))} or a callable "
+                f"cost(cells [n, 2], points [m, 2], *, scale) -> [n, m]; got {self.cost!r}"
+            )
+        _geometry.check_choice("d_point", self.d_point, _DIVERGENCES)
+        _geometry.check_choice("d_pixel", self.d_pixel, _DIVERGENCES)
+        _geometry.check_choice("solver", self.solver, _SOLVERS)
+        _geometry.check_choice("cell_offset", self.cell_offset, _geometry.CELL_OFFSETS)
+        _geometry.check_choice("implementation", self.implementation, _IMPLEMENTATIONS)
+        _geometry.check_choice("batch_reduction", self.batch_reduction, GL_BATCH_REDUCTIONS)
+        # A frozen dataclass sets its own fields through object.__setattr__.
+        for name in ("crop_size", "stride", "scale", "blur", "reach", "scaling", "p", "tau",
+                     "threshold", "density_floor"):  # fmt: skip
+            object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "max_iterations", int(self.max_iterations))
+        if isinstance(self.cost, str):
+            object.__setattr__(self, "cost", GL_COSTS[self.cost])
 
     @property
     def eps(self) -> float:
@@ -103,8 +201,45 @@ class Hyper(NamedTuple):
     def rho(self) -> float:
         return self.reach**self.p
 
+    def batch_loss(self, terms: Mapping[str, jnp.ndarray]) -> jnp.ndarray:
+        """:func:`batch_loss` of the per-image ``terms`` with this ``blur`` and ``batch_reduction``."""
+        return batch_loss(terms, blur=self.blur, batch_reduction=self.batch_reduction)
 
-def image_geometry(height: int, width: int, points, point_mask, hyper: Hyper):
+
+def batch_loss(terms: Mapping[str, jnp.ndarray], *, blur: float, batch_reduction: str) -> jnp.ndarray:
+    """GL's batch loss from its per-image terms.
+
+    ``batch_reduction="reference"`` reduces the batch as the official trainer does (its
+    ``utils/emd_dot_trainer.py`` divides each image's OT, point and pixel terms by the batch
+    size ``B`` but adds each image's entropy term undivided)::
+
+      loss = (1/B) Σ_b (ot_b + tau · (pixel_b + point_b)) + blur · Σ_b entropy_b
+
+    ``"mean"`` is the plain mean of the per-image totals, ``(1/B) Σ_b total_b``: every term
+    weighted alike, so the loss does not depend on how images are grouped into batches. The
+    two agree at ``B = 1`` (the official setting); at ``B > 1`` the reference weights the
+    entropy ``B`` times more than the mean does.
+
+    Args:
+      terms: per-image ``[B]`` arrays of :func:`gcc_jax.losses.generalized_loss` (``total``
+        and ``entropy`` are read).
+      blur: the entropy weight (:attr:`GLHyperParameters.blur`).
+      batch_reduction: ``"reference"`` or ``"mean"``.
+
+    Returns:
+      The scalar batch loss.
+
+    Raises:
+      ValueError: an unknown ``batch_reduction``.
+    """
+    _geometry.check_choice("batch_reduction", batch_reduction, GL_BATCH_REDUCTIONS)
+    if batch_reduction == "mean":
+        return jnp.mean(terms["total"])
+    entropy = blur * terms["entropy"]
+    return jnp.mean(terms["total"] - entropy) + jnp.sum(entropy)
+
+
+def image_geometry(height: int, width: int, points, point_mask, hyper: GLHyperParameters):
     """Normalised cell positions ``[n, 2]`` and points ``[M, 2]`` (padding rows at the origin)."""
     cells = _geometry.cell_positions(height, width, stride=hyper.stride, offset=hyper.cell_offset)
     points = jnp.where(point_mask[:, None], points / hyper.crop_size, 0.0)
@@ -124,7 +259,7 @@ def diameter(cells, points, point_mask):
     return jnp.linalg.norm(hi - lo)
 
 
-def epsilon_schedule(diameter_value, hyper: Hyper):
+def epsilon_schedule(diameter_value, hyper: GLHyperParameters):
     """geomloss's ε-scaling schedule for a diameter ``D``.
 
     ``E = [D^p] + [exp(t) for t in arange(p log D, p log blur, p log scaling)] + [blur^p]``.
@@ -149,6 +284,6 @@ def epsilon_schedule(diameter_value, hyper: Hyper):
     return num_arange.astype(jnp.int32) + 2, epsilon
 
 
-def dampening(eps, hyper: Hyper):
+def dampening(eps, hyper: GLHyperParameters):
     """geomloss's ``λ = 1 / (1 + ε/ρ)``, the unbalanced update's shrinkage."""
     return 1.0 / (1.0 + eps / hyper.rho)

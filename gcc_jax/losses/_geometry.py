@@ -157,7 +157,7 @@ def prepare_batch(density, points, point_mask, *, loss: str):
 
     The losses compute in float32 whatever floating-point or integer density comes in
     (``float16`` and ``bfloat16`` density maps are cast up; ``float64`` is kept, for float64
-    gradient checks). Values are not checked here: see :data:`VALUE_CONTRACT`.
+    gradient checks). Values are not checked here: see the value contract in :mod:`gcc_jax.losses`.
 
     Args:
       density: ``[B, h, w]`` density maps, a floating-point or integer array.

@@ -8,15 +8,18 @@ regresses the density map onto it with a summed squared error.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 
 from gcc_jax.losses import _geometry
-from gcc_jax.losses._reduction import mean_of_totals
+# L2's batch loss: the mean of its per-image losses, as its official trainer computes it.
+from gcc_jax.losses._reduction import mean_of_totals as batch_loss
 
-__all__ = ["batch_loss", "gaussian_density", "l2_loss"]
+__all__ = ["L2HyperParameters", "batch_loss", "gaussian_density", "l2_loss"]
 
 # Geometry-adaptive kernels: σ_j = 0.3 · mean distance to the 3 nearest neighbours.
 _NEIGHBOURS = 3
@@ -157,14 +160,35 @@ def gaussian_density(
     )  # fmt: skip
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class L2HyperParameters:
+    """The pixel-wise L2 loss's hyper-parameters, checked once when made (frozen and hashable).
+
+    Attributes:
+      stride: size of one density cell in pixels (a positive integer).
+      sigma: standard deviation of the fixed kernel in pixels (ignored when ``adaptive``).
+      adaptive: geometry-adaptive kernels (see :func:`gaussian_density`).
+
+    Raises:
+      ValueError: a hyper-parameter out of its range (the message names it).
+    """
+
+    stride: int = 8
+    sigma: float = 15.0
+    adaptive: bool = False
+
+    def __post_init__(self):
+        # A frozen dataclass sets its own fields through object.__setattr__.
+        object.__setattr__(self, "stride", _check_hyper(self.stride, self.sigma, self.adaptive))
+        object.__setattr__(self, "sigma", float(self.sigma))
+
+    def batch_loss(self, terms: Mapping[str, jnp.ndarray]) -> jnp.ndarray:
+        """L2's batch loss, :func:`batch_loss` of the per-image ``terms``."""
+        return batch_loss(terms)
+
+
 def l2_loss(
-    density: jnp.ndarray,
-    points: jnp.ndarray,
-    point_mask: jnp.ndarray,
-    *,
-    stride: int = 8,
-    sigma: float = 15.0,
-    adaptive: bool = False,
+    density: jnp.ndarray, points: jnp.ndarray, point_mask: jnp.ndarray, **hyper_parameters
 ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
     """Pixel-wise L2 loss against the Gaussian ground truth of :func:`gaussian_density`.
 
@@ -177,9 +201,8 @@ def l2_loss(
         stays float64); see :mod:`gcc_jax.losses` on other values.
       points: ``[B, M, 2]`` head points ``(x, y)`` = (column, row) in input pixels, padded.
       point_mask: ``[B, M]`` boolean, ``False`` marks padding rows of ``points``.
-      stride: size of one density cell in pixels (a positive integer).
-      sigma: standard deviation of the fixed kernel in pixels (ignored when ``adaptive``).
-      adaptive: geometry-adaptive kernels (see :func:`gaussian_density`).
+      **hyper_parameters: the fields of :class:`L2HyperParameters` (``stride``, ``sigma``,
+        ``adaptive``).
 
     Returns:
       ``(loss, terms)``: the scalar batch loss and ``{"total": [B]}``, the per-image ``L_b``.
@@ -187,19 +210,16 @@ def l2_loss(
     Raises:
       ValueError: on inconsistent shapes, a density or points that are not real numbers, a
         point_mask that is not boolean, or invalid hyper-parameters.
+      TypeError: a keyword that is not a field of :class:`L2HyperParameters`.
     """
     density, points, point_mask = _geometry.prepare_batch(density, points, point_mask, loss="l2_loss")
-    stride = _check_hyper(stride, sigma, adaptive)
+    hyper = L2HyperParameters(**hyper_parameters)
     losses = _batch_losses(
         density, points, point_mask,
-        stride=stride, sigma=float(sigma), adaptive=adaptive,
+        stride=hyper.stride, sigma=hyper.sigma, adaptive=hyper.adaptive,
     )  # fmt: skip
     terms = {"total": losses}
-    return batch_loss(terms, {}), terms
-
-
-# L2's batch loss: the mean of its per-image losses, as its official trainer computes it.
-batch_loss = mean_of_totals
+    return hyper.batch_loss(terms), terms
 
 
 @functools.partial(jax.jit, static_argnames=("stride", "sigma", "adaptive"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -11,12 +10,10 @@ import jax.numpy as jnp
 __all__ = ["mean_of_totals"]
 
 
-def mean_of_totals(terms: Mapping[str, jax.Array], options: Mapping[str, Any]) -> jax.Array:
+def mean_of_totals(terms: Mapping[str, jax.Array]) -> jax.Array:
     """The batch loss ``(1/B) Σ_b total_b`` from the per-image losses ``terms["total"]`` ``[B]``.
 
-    BL's and L2's official trainers average their images' losses. ``options`` (the loss's
-    keyword options) do not enter it; the argument is there because every loss's batch
-    reduction is called the same way (:mod:`gcc_jax.losses._registry`).
+    BL's and L2's official trainers average their images' losses; neither loss has a
+    hyper-parameter that enters its reduction.
     """
-    del options
     return jnp.mean(terms["total"])

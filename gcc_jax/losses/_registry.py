@@ -1,5 +1,4 @@
-"""The losses by name: what each one reads from a batch, how it reduces a batch, which network
-head its official code trains.
+"""The losses by name: what each one reads from a batch and which hyper-parameters it takes.
 
 A training program names its loss in a config (``config.loss.name``) and keeps one block of
 keyword hyper-parameters per loss (``config.loss.gl``, ...). :data:`LOSSES` is the one list of
@@ -7,10 +6,13 @@ those names; everything that depends on the choice of loss reads it from here:
 
 * the call: which batch entries become which keyword arguments (BL's ``st_size`` and
   ``targets``), and whether the loss needs the training crop size (GL normalises by it);
-* the batch reduction from the per-image terms ``[B]``, so that a program that computes the
-  terms on several devices reduces them exactly as the loss function does;
-* the head of the VGG19 density network the official code trains with (``upsample`` /
-  ``output`` of :class:`gcc_jax.models.VGG19Density`), so that a model matches its loss.
+* the hyper-parameters, one frozen object per loss (:class:`gcc_jax.losses.GLHyperParameters`,
+  ...), checked once when a config block becomes one; its ``batch_loss(terms)`` is the batch
+  reduction, so that a program that computes the per-image terms on several devices reduces
+  them exactly as the loss function does.
+
+The network head each loss's official code trains is a model setting:
+:data:`gcc_jax.models.OFFICIAL_HEADS`.
 """
 
 from __future__ import annotations
@@ -25,9 +27,6 @@ from gcc_jax.losses import _bayesian, _dm_count, _generalized, _pixel
 
 __all__ = ["LOSSES", "LOSS_NAMES", "RegisteredLoss", "get_loss"]
 
-# (per-image terms {name: [B]}, the loss's keyword options) -> scalar batch loss.
-BatchReduction = Callable[[Mapping[str, jax.Array], Mapping[str, Any]], jax.Array]
-
 
 @dataclasses.dataclass(frozen=True)
 class RegisteredLoss:
@@ -35,27 +34,19 @@ class RegisteredLoss:
 
     Attributes:
       name: the config name (``"gl"``, ``"bl"``, ``"dm_count"``, ``"l2"``).
-      function: the loss, ``function(density, points, point_mask, *, stride, ...)`` returning
-        ``(loss, terms)``.
+      function: the loss, ``function(density, points, point_mask, **batch_arguments,
+        **hyper_parameters)`` returning ``(loss, terms)``.
+      hyper_parameters_type: the loss's frozen hyper-parameter class (its fields are the
+        keyword hyper-parameters of ``function``; ``batch_loss(terms)`` its batch reduction).
       batch_arguments: keyword argument of ``function`` -> batch entry it is read from, for
         inputs beyond ``points`` and ``point_mask`` (BL: ``st_size`` ``[B]``, ``targets``
         ``[B, M]``).
-      needs_crop_size: ``function`` takes ``crop_size=`` (the side of the training crop).
-      reduce: the batch loss from the per-image terms ``[B]`` and the keyword options the
-        loss was called with; ``function`` returns exactly this value.
-      upsample: ``VGG19Density.upsample`` of the official code's network.
-      output: ``VGG19Density.output`` of the official code's network.
-      source: where the official code defines that network.
     """
 
     name: str
     function: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+    hyper_parameters_type: type
     batch_arguments: Mapping[str, str]
-    needs_crop_size: bool
-    reduce: BatchReduction
-    upsample: str
-    output: str
-    source: str
 
     @property
     def batch_keys(self) -> tuple[str, ...]:
@@ -63,94 +54,65 @@ class RegisteredLoss:
         return ("points", "point_mask", *self.batch_arguments.values())
 
     @property
-    def head(self) -> dict[str, str]:
-        """``{"upsample": ..., "output": ...}``, keyword arguments of ``VGG19Density``."""
-        return {"upsample": self.upsample, "output": self.output}
+    def needs_crop_size(self) -> bool:
+        """The loss takes the side of the training crop (``crop_size``) as a hyper-parameter."""
+        return "crop_size" in {field.name for field in dataclasses.fields(self.hyper_parameters_type)}
 
-    def __call__(
-        self,
-        density: jax.Array,
-        batch: Mapping[str, jax.Array],
-        options: Mapping[str, Any],
-        *,
-        stride: int,
-        crop_size: int | None = None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """The loss of ``density`` ``[B, h, w]`` against ``batch`` with keyword ``options``.
+    def hyper_parameters(
+        self, options: Mapping[str, Any], *, stride: int, crop_size: int | None = None
+    ) -> Any:
+        """The loss's checked hyper-parameter object from its keyword ``options``.
 
         Args:
-          density: ``[B, h, w]`` density maps at ``stride``.
-          batch: holds :attr:`batch_keys` (``points`` ``[B, M, 2]`` (x, y) crop pixels,
-            ``point_mask`` ``[B, M]``, and the loss's own entries).
-          options: the loss's keyword hyper-parameters (its config block).
-          stride: density cell size in input pixels.
+          options: the loss's keyword hyper-parameters (its config block), without ``stride``
+            and ``crop_size``.
+          stride: density cell size in input pixels (the model's).
           crop_size: the training crop side in pixels, for a loss that needs it.
 
         Returns:
-          ``(loss, terms)`` of :attr:`function`.
+          A :attr:`hyper_parameters_type`.
 
         Raises:
-          ValueError: the loss needs ``crop_size`` and none was given.
+          ValueError: the loss needs ``crop_size`` and none was given, or an option out of its
+            range.
+          TypeError: an option the loss does not take.
         """
-        extra = {argument: batch[key] for argument, key in self.batch_arguments.items()}
+        settings = dict(options, stride=stride)
         if self.needs_crop_size:
             if crop_size is None:
                 raise ValueError(f"loss {self.name!r} needs crop_size")
-            extra["crop_size"] = crop_size
-        return self.function(
-            density, batch["points"], batch["point_mask"], stride=stride, **extra, **options
-        )
+            settings["crop_size"] = crop_size
+        return self.hyper_parameters_type(**settings)
+
+    def __call__(
+        self, density: jax.Array, batch: Mapping[str, jax.Array], hyper_parameters: Any
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """The loss of ``density`` ``[B, h, w]`` against ``batch``.
+
+        Args:
+          density: ``[B, h, w]`` density maps at ``hyper_parameters.stride``.
+          batch: holds :attr:`batch_keys` (``points`` ``[B, M, 2]`` (x, y) crop pixels,
+            ``point_mask`` ``[B, M]``, and the loss's own entries).
+          hyper_parameters: a :attr:`hyper_parameters_type` (see :meth:`hyper_parameters`).
+
+        Returns:
+          ``(loss, terms)`` of :attr:`function`.
+        """
+        extra = {argument: batch[key] for argument, key in self.batch_arguments.items()}
+        fields = {field.name: getattr(hyper_parameters, field.name) for field in dataclasses.fields(hyper_parameters)}
+        return self.function(density, batch["points"], batch["point_mask"], **extra, **fields)
 
 
 LOSSES: Mapping[str, RegisteredLoss] = {
     loss.name: loss
     for loss in (
+        RegisteredLoss("gl", _generalized.generalized_loss, _generalized.GLHyperParameters, {}),
+        # BL's loaders pass the fraction of each head box inside the crop as its target.
         RegisteredLoss(
-            name="gl",
-            function=_generalized.generalized_loss,
-            batch_arguments={},
-            needs_crop_size=True,
-            reduce=_generalized.batch_loss,
-            # F.interpolate(scale_factor=2), i.e. nearest, and final="abs".
-            upsample="nearest",
-            output="abs",
-            source="jia-wan/GeneralizedLoss-Counting-Pytorch models/vgg.py",
+            "bl", _bayesian.bayesian_loss, _bayesian.BLHyperParameters, {"st_size": "st_size", "targets": "targets"}
         ),
-        RegisteredLoss(
-            name="bl",
-            function=_bayesian.bayesian_loss,
-            # BL's loaders pass the fraction of each head box inside the crop as its target.
-            batch_arguments={"st_size": "st_size", "targets": "targets"},
-            needs_crop_size=False,
-            reduce=_bayesian.batch_loss,
-            # F.upsample_bilinear (align_corners=True) and torch.abs, 2019 and 2021 alike.
-            upsample="bilinear",
-            output="abs",
-            source="ZhihengCV/Bayesian-Crowd-Counting models/vgg.py",
-        ),
-        RegisteredLoss(
-            name="dm_count",
-            function=_dm_count.dm_count_loss,
-            batch_arguments={},
-            needs_crop_size=False,
-            reduce=_dm_count.batch_loss,
-            # F.upsample_bilinear and density_layer = Conv 1×1 + ReLU.
-            upsample="bilinear",
-            output="relu",
-            source="cvlab-stonybrook/DM-Count models.py",
-        ),
-        RegisteredLoss(
-            name="l2",
-            function=_pixel.l2_loss,
-            batch_arguments={},
-            needs_crop_size=False,
-            reduce=_pixel.batch_loss,
-            # The GL code base has one network, vgg19(down=8, final="abs"), and the GL paper
-            # compares its losses, L2 among them, on that backbone.
-            upsample="nearest",
-            output="abs",
-            source="jia-wan/GeneralizedLoss-Counting-Pytorch models/vgg.py",
-        ),
+        RegisteredLoss("dm_count", _dm_count.dm_count_loss, _dm_count.DMCountHyperParameters, {}),
+        RegisteredLoss("l2", _pixel.l2_loss, _pixel.L2HyperParameters, {}),
     )
 }
 

@@ -6,12 +6,15 @@
   GL / BL / DM-Count checkpoint (needs ``pip install "gcc_jax[torch]"``).
 - :func:`save_variables` / :func:`load_variables` — a model directory (orbax + ``model.json``),
   as written by ``python -m gcc_jax.convert_weights IN.pth OUT_DIR``.
+- :func:`official_head` — the head (``upsample``, ``output``) that a loss's official code trains
+  (:data:`OFFICIAL_HEADS`).
 - :func:`param_count`, :func:`forward_flops`, :func:`model_summary` — size and cost
   (``python -m gcc_jax.models --width 1 --size 512 512`` prints the table).
 """
 
 from gcc_jax.imagenet import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from gcc_jax.models._checkpoint import MODEL_OPTIONS, load_variables, save_variables
+from gcc_jax.models._heads import OFFICIAL_HEADS, OfficialHead, official_head
 from gcc_jax.models._torch_weights import load_torch_state_dict, params_from_torch, torch_head_layout
 from gcc_jax.models._vgg import (
     OUTPUT_ACTIVATIONS,
@@ -28,10 +31,12 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "MODEL_OPTIONS",
+    "OFFICIAL_HEADS",
     "OUTPUT_ACTIVATIONS",
     "STRIDE",
     "UPSAMPLE_MODES",
     "ConvSpec",
+    "OfficialHead",
     "VGG19Density",
     "conv_layers",
     "forward_flops",
@@ -39,6 +44,7 @@ __all__ = [
     "load_variables",
     "model_summary",
     "normalize_images",
+    "official_head",
     "output_shape",
     "param_count",
     "params_from_torch",

@@ -214,7 +214,7 @@ def params_from_torch(
     Returns:
       ``{"params": {"features": ..., "head": ...}}``, float32, ready for ``model.apply`` with
       ``VGG19Density(width=...)``. The upsampling and output activation are not stored in
-      PyTorch files: choose them with :attr:`gcc_jax.losses.RegisteredLoss.head`.
+      PyTorch files: choose them with :func:`gcc_jax.models.official_head`.
 
     Raises:
       ImportError: a path is given and torch is not installed (says ``pip install "gcc_jax[torch]"``).

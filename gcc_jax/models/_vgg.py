@@ -246,7 +246,7 @@ class VGG19Density(nn.Module):
       upsample: ``"nearest"`` or ``"bilinear"`` (PyTorch ``align_corners=True``) ×2
         upsampling from stride 16 to 8.
       output: ``"abs"`` or ``"relu"`` applied to the head's output. (Which pair each loss's
-        official code trains with: :attr:`gcc_jax.losses.RegisteredLoss.head`.)
+        official code trains with: :func:`gcc_jax.models.official_head`.)
       dtype: computation dtype (e.g. ``jnp.bfloat16`` on accelerators); parameters stay float32
         and the returned density is float32.
 

@@ -17,7 +17,7 @@ import ml_collections
 
 from gcc_jax.data import DATASET_NAMES, LOADERS
 from gcc_jax.losses import LOSS_NAMES
-from gcc_jax.training.recipes import RECIPE_FIELDS, resolve_recipe
+from gcc_jax.training.recipes import RECIPE_FIELDS, check_resolved, resolve_recipe
 
 __all__ = [
     "CONFIG_FILE",
@@ -42,19 +42,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       ValueError: an unknown data set, loader, loss or dtype, a size / count out of range, or a
         recipe field still unset (:func:`gcc_jax.training.resolve_recipe` fills them).
     """
-    unset = [f"config.{path}" for path in RECIPE_FIELDS if _field(config, path) is None]
-    if unset:
-        raise ValueError(
-            f"{', '.join(unset)} unset: resolve the loss's training recipe first "
-            "(gcc_jax.training.resolve_recipe, which train_and_evaluate applies)"
-        )
+    check_resolved({path: _field(config, path) for path in RECIPE_FIELDS})
     if config.dataset.name not in DATASET_NAMES:
         raise ValueError(f"config.dataset.name={config.dataset.name!r} is not one of {DATASET_NAMES}")
     if config.loss.name not in LOSS_NAMES:
         raise ValueError(f"config.loss.name={config.loss.name!r} is not one of {LOSS_NAMES}")
-    if config.dataset.get("loader", "tf.data") not in LOADERS:
+    if config.dataset.loader not in LOADERS:
         raise ValueError(f"config.dataset.loader={config.dataset.loader!r} is not one of {LOADERS}")
-    if config.dataset.get("image_cache_mib", 0) < 0:
+    if config.dataset.image_cache_mib < 0:
         raise ValueError(f"config.dataset.image_cache_mib must be >= 0, got {config.dataset.image_cache_mib}")
     if config.model.dtype not in _DTYPES:
         raise ValueError(f"config.model.dtype={config.model.dtype!r} is not one of {_DTYPES}")
@@ -99,23 +94,36 @@ def dataset_kwargs(config: ml_collections.ConfigDict) -> dict:
 
 
 def pipeline_kwargs(config: ml_collections.ConfigDict) -> dict:
-    """:func:`dataset_kwargs` and the input backend (``config.dataset.loader``; ``"tf.data"``
-    for configs saved before it existed): the arguments every input pipeline of a run shares."""
-    return {**dataset_kwargs(config), "loader": config.dataset.get("loader", "tf.data")}
+    """:func:`dataset_kwargs` and the input backend (``config.dataset.loader``): the arguments
+    every input pipeline of a run shares."""
+    return {**dataset_kwargs(config), "loader": config.dataset.loader}
 
 
 # Fields renamed since configs were first saved in workdirs: (block, old name, new name).
 _RENAMED_FIELDS = (("optimizer", "decay", "schedule"),)
+# Fields added since configs were first saved: (block, name, the value that reproduces what a
+# run saved without the field did). The code reads every field directly; old configs get them here.
+_ADDED_FIELDS = (
+    ("dataset", "loader", "tf.data"),
+    ("dataset", "image_cache_mib", 0),  # no image cache before the field existed
+    ("optimizer", "schedule", "constant"),
+)
 
 
 def upgrade_saved_config(saved: dict) -> dict:
     """A config dict saved by an earlier version, with renamed fields under their new names
-    (``optimizer.decay`` is now ``optimizer.schedule``); other fields are left as they are."""
+    (``optimizer.decay`` is now ``optimizer.schedule``) and fields added since then set to what
+    such a run did without them (``dataset.loader="tf.data"``, ``dataset.image_cache_mib=0``,
+    ``optimizer.schedule="constant"``); other fields are left as they are."""
     saved = json.loads(json.dumps(saved))  # a deep copy
     for block, old, new in _RENAMED_FIELDS:
         fields = saved.get(block)
         if isinstance(fields, dict) and old in fields and new not in fields:
             fields[new] = fields.pop(old)
+    for block, name, value in _ADDED_FIELDS:
+        fields = saved.get(block)
+        if isinstance(fields, dict):
+            fields.setdefault(name, value)
     return saved
 
 

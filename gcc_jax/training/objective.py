@@ -35,17 +35,19 @@ def make_loss_fn(
 ) -> LossFn:
     """The loss ``config.loss.name`` with the hyper-parameters of its config block.
 
-    The loss is the :data:`gcc_jax.losses.LOSSES` entry of that name, called with the model's
-    stride, ``crop_size`` where it needs it (GL), its own batch entries (BL: ``st_size`` and
-    ``targets``, the fraction of each head box inside the crop, as BL's loaders pass it) and
-    ``**config.loss[name]``.
+    The loss is the :data:`gcc_jax.losses.LOSSES` entry of that name; its hyper-parameter
+    object is made (and checked) here, once, from ``config.loss[name]``, the model's stride and
+    ``crop_size`` where it needs it (GL). Each call binds the loss's own batch entries (BL:
+    ``st_size`` and ``targets``, the fraction of each head box inside the crop, as BL's loaders
+    pass it).
 
     Args:
       loss_config: ``config.loss`` (``name`` plus one block per loss).
       crop_size: training crop side in pixels.
       mesh: the training mesh; when given, each device computes the terms of its slice of the
         batch (the batch must be split evenly over the ``data`` axis) and the batch loss is
-        the registered reduction of them — the same value as without a mesh.
+        ``batch_loss(terms)`` of the hyper-parameter object, the reduction the loss itself
+        applies — the same value as without a mesh.
 
     Returns:
       ``loss_fn(density [B, h, w], batch) -> (loss, terms)``; ``batch`` holds ``points``
@@ -53,17 +55,18 @@ def make_loss_fn(
       ``targets`` ``[B, M]``.
 
     Raises:
-      ValueError: an unknown loss name.
+      ValueError: an unknown loss name, or a hyper-parameter out of its range.
+      TypeError: a key of the loss's config block that the loss does not take.
     """
     if loss_config.name not in losses.LOSSES:
         raise ValueError(
             f"config.loss.name must be one of {', '.join(losses.LOSS_NAMES)}; got {loss_config.name!r}"
         )
     loss = losses.get_loss(loss_config.name)
-    options = loss_config[loss.name].to_dict()
+    hyper_parameters = loss.hyper_parameters(loss_config[loss.name].to_dict(), stride=STRIDE, crop_size=crop_size)
 
     def loss_fn(density, batch):
-        return loss(density, batch, options, stride=STRIDE, crop_size=crop_size)
+        return loss(density, batch, hyper_parameters)
 
     if mesh is None:
         return loss_fn
@@ -81,6 +84,6 @@ def make_loss_fn(
 
     def sharded_loss_fn(density, batch):
         terms = sharded_terms(density, {key: batch[key] for key in loss.batch_keys})
-        return loss.reduce(terms, options), terms
+        return hyper_parameters.batch_loss(terms), terms
 
     return sharded_loss_fn

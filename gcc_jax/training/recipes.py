@@ -27,7 +27,7 @@ import ml_collections
 
 from gcc_jax.losses import LOSS_NAMES
 
-__all__ = ["RECIPE_FIELDS", "RECIPES", "Setting", "recipe", "resolve_recipe"]
+__all__ = ["RECIPE_FIELDS", "RECIPES", "Setting", "check_resolved", "recipe", "resolve_recipe"]
 
 _log = logging.getLogger(__name__)
 
@@ -127,6 +127,23 @@ def _set(config: ml_collections.ConfigDict, path: str, value: Any) -> None:
     for block in blocks:
         config = config[block]
     config[name] = value
+
+
+def check_resolved(values: Mapping[str, Any]) -> None:
+    """Fails, naming them, when recipe fields are still ``None``.
+
+    Args:
+      values: config path (``"optimizer.weight_decay"``) -> its value.
+
+    Raises:
+      ValueError: some values are ``None``; the message says to resolve the recipe.
+    """
+    unset = [f"config.{path}" for path, value in values.items() if value is None]
+    if unset:
+        raise ValueError(
+            f"{', '.join(unset)} unset: resolve the loss's training recipe first "
+            "(gcc_jax.training.resolve_recipe, which train_and_evaluate applies)"
+        )
 
 
 def resolve_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

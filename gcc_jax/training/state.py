@@ -17,9 +17,9 @@ import optax
 from flax.training import train_state
 from jax.sharding import Mesh
 
-from gcc_jax.losses import get_loss
-from gcc_jax.models import VGG19Density, load_variables
+from gcc_jax.models import VGG19Density, load_variables, official_head
 from gcc_jax.training.mesh import replicate, replicated_sharding
+from gcc_jax.training.recipes import check_resolved
 
 __all__ = [
     "TrainState",
@@ -40,7 +40,7 @@ def create_model(config: ml_collections.ConfigDict) -> VGG19Density:
     return VGG19Density(
         width=config.model.width,
         dtype=jnp.dtype(config.model.dtype),
-        **get_loss(config.loss.name).head,
+        **official_head(config.loss.name),
     )
 
 
@@ -64,11 +64,13 @@ def create_learning_rate_fn(
       ``schedule(step) -> learning rate``.
 
     Raises:
-      ValueError: an unknown schedule, or ``"cosine"`` without ``total_steps``.
+      ValueError: an unknown schedule, ``"cosine"`` without ``total_steps``, or
+        ``learning_rate`` / ``warmup_epochs`` unset (a config whose recipe is not resolved).
     """
     base = optimizer_config.learning_rate
     warmup = optimizer_config.warmup_epochs
-    after_warmup = optimizer_config.get("schedule", "constant")
+    _check_resolved(optimizer_config, ("learning_rate", "warmup_epochs"))
+    after_warmup = optimizer_config.schedule
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
     if after_warmup not in ("constant", "cosine"):
@@ -87,8 +89,17 @@ def create_learning_rate_fn(
     return schedule
 
 
+def _check_resolved(optimizer_config: ml_collections.ConfigDict, names) -> None:
+    check_resolved({f"optimizer.{name}": getattr(optimizer_config, name) for name in names})
+
+
 def create_optimizer(optimizer_config: ml_collections.ConfigDict, learning_rate_fn: optax.Schedule):
-    """torch-style Adam with L2 weight decay (see the module docstring)."""
+    """torch-style Adam with L2 weight decay (see the module docstring).
+
+    Raises:
+      ValueError: ``weight_decay`` unset (a config whose recipe is not resolved).
+    """
+    _check_resolved(optimizer_config, ("weight_decay",))
     return optax.chain(
         optax.add_decayed_weights(optimizer_config.weight_decay),
         optax.scale_by_adam(b1=optimizer_config.b1, b2=optimizer_config.b2, eps=optimizer_config.eps),

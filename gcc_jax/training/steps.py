@@ -38,9 +38,9 @@ def train_step(
 
     Args:
       state: the train state (``params``, ``opt_state``, ``step``).
-      batch: ``image`` ``[B, c, c, 3]`` normalised (or uint8 with ``crop_box`` ``[B, 4]``,
-        normalised here: :func:`gcc_jax.imagenet.normalize_crops`), ``points`` ``[B, M, 2]`` ``(x, y)`` crop
-        pixels, ``point_mask`` ``[B, M]``, ``targets`` ``[B, M]``, ``st_size`` ``[B]``.
+      batch: a training batch (its entries: :class:`gcc_jax.data.TrainEpoch`), of which the
+        step reads :data:`TRAIN_BATCH_KEYS`; uint8 images with ``crop_box`` are normalised
+        here (:func:`gcc_jax.imagenet.normalize_crops`).
       loss_fn: ``(density, batch) -> (loss, {term: [B]})`` (:func:`make_loss_fn`).
       learning_rate_fn: the schedule the optimizer uses (reported, not applied, here).
 

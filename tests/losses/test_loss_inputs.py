@@ -11,7 +11,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gcc_jax.losses import bayesian_loss, dm_count_loss, generalized_loss, generalized_loss_potentials, l2_loss
+from gcc_jax.losses import (
+    LOSS_NAMES,
+    bayesian_loss,
+    dm_count_loss,
+    generalized_loss,
+    generalized_loss_potentials,
+    get_loss,
+    l2_loss,
+)
 from loss_cases import assert_all_finite, random_batch
 
 LOSSES = {
@@ -117,6 +125,26 @@ def test_gl_density_floor_bounds_the_gradient_of_an_all_zero_map(name):
     # is of the order of the point term's slope over that mass (tens, not 1e26).
     assert np.abs(unguarded).max() > 1e20
     assert np.abs(guarded).max() < 1e3
+
+
+@pytest.mark.parametrize(
+    ("name", "options"), [(name, {}) for name in LOSS_NAMES] + [("l2", {"adaptive": True})], ids=str
+)
+def test_dense_crowd_is_finite(name, options):
+    """4000 heads on a 64×64 map of a 512-pixel crop: every registered loss (its official
+    defaults, BL with a 1024-pixel source image) stays finite in value, terms and gradient."""
+    rng = np.random.default_rng(7)
+    density = jnp.asarray(rng.uniform(0, 0.5, (1, 64, 64)).astype(np.float32))
+    batch = {
+        "points": jnp.asarray(rng.uniform(0, 512, (1, 4000, 2)).astype(np.float32)),
+        "point_mask": jnp.ones((1, 4000), bool),
+        "st_size": jnp.asarray([1024.0]),
+        "targets": jnp.ones((1, 4000), jnp.float32),
+    }
+    loss = get_loss(name)
+    hyper_parameters = loss.hyper_parameters(options, stride=8, crop_size=512)
+    (value, terms), grad = jax.value_and_grad(lambda d: loss(d, batch, hyper_parameters), has_aux=True)(density)
+    assert_all_finite(value, terms, grad)
 
 
 @pytest.mark.parametrize("floor", [-1e-3, float("nan"), "x"])

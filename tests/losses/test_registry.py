@@ -1,11 +1,12 @@
-"""The loss registry: the heads of the official networks, the batch entries, the reductions."""
+"""The loss registry (batch entries, hyper-parameters, reductions) and the heads of the official
+networks (kept with the models, one per registered loss)."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from gcc_jax import losses
-from gcc_jax.models import VGG19Density
+from gcc_jax.models import OFFICIAL_HEADS, VGG19Density, official_head
 from loss_cases import random_batch
 
 # The keyword options of each loss that differ from its defaults, so that a reduction which
@@ -19,15 +20,21 @@ OPTIONS = {
 
 
 def test_head_variants_of_the_references():
-    assert losses.get_loss("gl").head == {"upsample": "nearest", "output": "abs"}
-    assert losses.get_loss("l2").head == {"upsample": "nearest", "output": "abs"}
-    assert losses.get_loss("bl").head == {"upsample": "bilinear", "output": "abs"}
-    assert losses.get_loss("dm_count").head == {"upsample": "bilinear", "output": "relu"}
-    losses.get_loss("gl").head["output"] = "relu"  # a copy: the registry is not mutated
-    assert losses.get_loss("gl").head["output"] == "abs"
-    VGG19Density(**losses.get_loss("dm_count").head)
+    assert official_head("gl") == {"upsample": "nearest", "output": "abs"}
+    assert official_head("l2") == {"upsample": "nearest", "output": "abs"}
+    assert official_head("bl") == {"upsample": "bilinear", "output": "abs"}
+    assert official_head("dm_count") == {"upsample": "bilinear", "output": "relu"}
+    official_head("gl")["output"] = "relu"  # a copy: the table is not mutated
+    assert official_head("gl")["output"] == "abs"
+    VGG19Density(**official_head("dm_count"))
     with pytest.raises(ValueError, match="unknown loss 'dmcount'; the losses are gl, bl, dm_count, l2"):
         losses.get_loss("dmcount")
+    with pytest.raises(ValueError, match="unknown loss 'dmcount'; the losses are gl, bl, dm_count, l2"):
+        official_head("dmcount")
+
+
+def test_every_loss_has_an_official_head():
+    assert tuple(OFFICIAL_HEADS) == losses.LOSS_NAMES
 
 
 def test_names_are_the_registry_keys():
@@ -56,7 +63,7 @@ def _batch(seed=0):
 def test_call_binds_the_batch_and_the_crop_size(name):
     density, batch = _batch()
     loss = losses.get_loss(name)
-    got, got_terms = loss(density, batch, OPTIONS[name], stride=8, crop_size=128)
+    got, got_terms = loss(density, batch, loss.hyper_parameters(OPTIONS[name], stride=8, crop_size=128))
     points, mask = batch["points"], batch["point_mask"]
     extra = {"crop_size": 128} if name == "gl" else {}
     if name == "bl":
@@ -72,19 +79,19 @@ def test_reduction_of_the_terms_is_the_loss(name):
     function's own batch loss: float32 round-off of a 3-term sum."""
     density, batch = _batch(seed=4)
     loss = losses.get_loss(name)
-    value, terms = loss(density, batch, OPTIONS[name], stride=8, crop_size=128)
-    reduced = loss.reduce(terms, OPTIONS[name])
+    hyper_parameters = loss.hyper_parameters(OPTIONS[name], stride=8, crop_size=128)
+    value, terms = loss(density, batch, hyper_parameters)
+    reduced = hyper_parameters.batch_loss(terms)
     scale = float(np.max(np.abs(np.stack([np.asarray(v) for v in terms.values()]))))
     np.testing.assert_allclose(reduced, value, rtol=0, atol=8 * np.finfo(np.float32).eps * max(scale, 1.0))
 
 
 def test_dm_count_reduction_sums_the_ot_term():
     terms = {"ot": jnp.asarray([1.0, 2.0]), "count": jnp.asarray([3.0, 5.0]), "tv": jnp.asarray([7.0, 11.0])}
-    got = losses.get_loss("dm_count").reduce(terms, {"wot": 0.5, "wtv": 0.25})
+    got = losses.DMCountHyperParameters(wot=0.5, wtv=0.25).batch_loss(terms)
     np.testing.assert_allclose(got, 0.5 * 3.0 + 4.0 + 0.25 * 9.0)
 
 
 def test_a_loss_that_needs_the_crop_size_says_so():
-    density, batch = _batch()
     with pytest.raises(ValueError, match="'gl' needs crop_size"):
-        losses.get_loss("gl")(density, batch, {}, stride=8)
+        losses.get_loss("gl").hyper_parameters({}, stride=8)

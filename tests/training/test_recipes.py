@@ -3,26 +3,23 @@ the run saves the resolved values."""
 
 import json
 import pathlib
+import re
 
 import pytest
 from absl import flags
 from ml_collections import config_flags
 
+# The reference for the optimizer: the official trainers as benchmarks/official_trainers.py
+# runs them (what the parity test checks gcc_jax's training step against).
+from benchmarks.official_trainers import OFFICIAL_SETTINGS
 from gcc_jax.training import RECIPE_FIELDS, check_config, loop, resolve_recipe, train_and_evaluate
+from gcc_jax.training.recipes import RECIPES, recipe
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
 
-# What each official trainer sets, read off its code (train.py / trainer / dataset_cfg.json).
-OFFICIAL = {
-    "gl": {"optimizer.learning_rate": 1e-5, "optimizer.weight_decay": 1e-5, "optimizer.warmup_epochs": 10,
-           "batch_size": 1, "num_epochs": 500, "eval_every_epochs": 5, "dataset.min_size_policy": "pad"},
-    "bl": {"optimizer.learning_rate": 1e-5, "optimizer.weight_decay": 1e-4, "optimizer.warmup_epochs": 0,
-           "batch_size": 1, "num_epochs": 1000, "eval_every_epochs": 5, "dataset.min_size_policy": "pad"},
-    "dm_count": {"optimizer.learning_rate": 1e-5, "optimizer.weight_decay": 1e-4, "optimizer.warmup_epochs": 0,
-                 "batch_size": 10, "num_epochs": 1000, "eval_every_epochs": 5,
-                 "dataset.min_size_policy": "upscale"},
-}  # fmt: skip
-OFFICIAL["l2"] = OFFICIAL["gl"]  # no official trainer: GL's recipe
+# A setting whose source quotes a command-line flag or a JSON key ("train.py: --lr 1e-5",
+# "dataset_cfg.json: val_epoch 5") must hold the value quoted.
+_QUOTED = re.compile(r"(?:--[\w-]+|val_epoch) (\S+)$")
 
 
 def _parse(config_file, *overrides):
@@ -49,10 +46,41 @@ def test_switching_the_loss_switches_the_recipe(loss):
     config = _parse("sha.py", f"--config.loss.name={loss}")
     assert all(value is None for value in _fields(config).values())  # left to the recipe
     resolved = resolve_recipe(config)
-    assert _fields(resolved) == OFFICIAL[loss]
+    wanted = {path: setting.value for path, setting in recipe(loss, config.dataset.name).items()}
+    assert _fields(resolved) == wanted
     check_config(resolved)
     assert resolved.is_locked and config.optimizer.weight_decay is None  # a copy, still locked
-    assert _fields(resolve_recipe(resolved)) == OFFICIAL[loss]  # resolving twice changes nothing
+    assert _fields(resolve_recipe(resolved)) == wanted  # resolving twice changes nothing
+
+
+@pytest.mark.parametrize("loss", ["gl", "bl", "dm_count"])
+def test_the_optimizer_is_the_official_trainers(loss):
+    settings = RECIPES[loss]
+    assert {name: settings[f"optimizer.{name}"].value for name in OFFICIAL_SETTINGS[loss]} == OFFICIAL_SETTINGS[loss]
+
+
+def test_l2_trains_with_gls_recipe():
+    assert RECIPES["l2"] == RECIPES["gl"]
+
+
+def test_every_quoted_setting_holds_the_value_it_quotes():
+    checked = 0
+    for loss in RECIPES:
+        for dataset in ("shanghaitech/part_a", "nwpu_crowd"):
+            for path, setting in recipe(loss, dataset).items():
+                quoted = _QUOTED.search(setting.source)
+                if quoted:
+                    assert setting.value == type(setting.value)(float(quoted.group(1))), (loss, path, setting)
+                    checked += 1
+    assert checked >= 30  # lr, weight decay, batch, epochs, eval interval of every loss
+
+
+def test_only_dm_count_upscales_small_images():
+    # DM-Count's datasets/crowd.py resizes an image below the crop up to it; GL's and BL's
+    # assert that it is large enough, which gcc_jax turns into padding.
+    assert {loss: RECIPES[loss]["dataset.min_size_policy"].value for loss in RECIPES} == {
+        "gl": "pad", "bl": "pad", "dm_count": "upscale", "l2": "pad"
+    }
 
 
 def test_an_explicit_value_wins_over_the_recipe():
