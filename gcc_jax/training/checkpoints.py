@@ -298,9 +298,7 @@ def latest_param_shapes(workdir: str | os.PathLike) -> tuple[int, dict[str, tupl
       ``(step, {"features/conv1_1/kernel": shape, ...})``, or ``None`` without a readable one.
     """
     directory = pathlib.Path(workdir).absolute() / _LATEST_DIR
-    # Complete checkpoints are folders named by their step; orbax's partial ones carry a suffix.
-    steps = sorted((int(p.name) for p in directory.glob("*") if p.name.isdigit() and (p / "state").is_dir()), reverse=True)
-    for step in steps:
+    for step in sorted(_complete_steps(directory), reverse=True):
         try:
             metadata = ocp.StandardCheckpointHandler().metadata(epath.Path(directory / str(step) / "state"))
             tree = getattr(metadata, "tree", metadata)
@@ -353,50 +351,51 @@ def restore_params(workdir: str | os.PathLike, abstract_params: Any, *, which: s
         can be read.
     """
     workdir = pathlib.Path(workdir).absolute()
-    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
-    best = ocp.CheckpointManager(workdir / _BEST_DIR, options=options, item_names=("params", "metrics"))
-    latest = ocp.CheckpointManager(workdir / _LATEST_DIR, options=options, item_names=("state", "position"))
-    best_args = ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params))
-    # Only the parameters out of a saved train state.
-    latest_args = ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(
-            item={"params": abstract_params},
-            restore_args={"params": jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), abstract_params)},
-            partial_restore=True,
-        )
-    )
+    # Plain checkpointers on the step folders: a read-only CheckpointManager logs warnings about
+    # being read-only, and nothing here needs its bookkeeping.
+    best_dir, latest_dir = workdir / _BEST_DIR, workdir / _LATEST_DIR
+    restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), abstract_params)
 
     def read_best(step):
-        return best.restore(step, args=best_args)["params"]
+        with ocp.StandardCheckpointer() as checkpointer:
+            return checkpointer.restore(best_dir / str(step) / "params", abstract_params)
 
-    def read_latest(step):
-        return latest.restore(step, args=latest_args)["state"]["params"]
+    def read_latest(step):  # only the parameters out of a saved train state
+        with ocp.PyTreeCheckpointer() as checkpointer:
+            state = checkpointer.restore(
+                latest_dir / str(step) / "state",
+                args=ocp.args.PyTreeRestore(
+                    item={"params": abstract_params}, restore_args={"params": restore_args}, partial_restore=True
+                ),
+            )
+        return state["params"]
 
-    try:
-        if which not in ("best", "latest"):
-            step = int(which)
-            if step not in latest.all_steps():
-                raise FileNotFoundError(f"no checkpoint of step {step} in {workdir / _LATEST_DIR}")
-            try:
-                return read_latest(step), step
-            except Exception as err:
-                raise CheckpointError(
-                    f"checkpoint {workdir / _LATEST_DIR / str(step)} cannot be read ({_reason(err)}); "
-                    "use --which latest or another step"
-                ) from err
-        if which == "best":
-            try:  # the best directory keeps one checkpoint
-                found = _newest_readable(
-                    best.directory, best.all_steps(), read_best, on_damaged=lambda step: "using the newest readable resumable checkpoint"
-                )
-            except CheckpointError:
-                found = _newest_readable(latest.directory, latest.all_steps(), read_latest)
-        else:
-            found = _newest_readable(latest.directory, latest.all_steps(), read_latest)
-        if found is None:
-            raise FileNotFoundError(f"no {which!r} checkpoint in {workdir}")
-    finally:
-        best.close()
-        latest.close()
+    if which not in ("best", "latest"):
+        step = int(which)
+        if step not in _complete_steps(latest_dir):
+            raise FileNotFoundError(f"no checkpoint of step {step} in {latest_dir}")
+        try:
+            return read_latest(step), step
+        except Exception as err:
+            raise CheckpointError(
+                f"checkpoint {latest_dir / str(step)} cannot be read ({_reason(err)}); use --which latest or another step"
+            ) from err
+    if which == "best":
+        try:  # the best directory keeps one checkpoint
+            found = _newest_readable(
+                best_dir, _complete_steps(best_dir), read_best,
+                on_damaged=lambda step: "using the newest readable resumable checkpoint",
+            )  # fmt: skip
+        except CheckpointError:
+            found = _newest_readable(latest_dir, _complete_steps(latest_dir), read_latest)
+    else:
+        found = _newest_readable(latest_dir, _complete_steps(latest_dir), read_latest)
+    if found is None:
+        raise FileNotFoundError(f"no {which!r} checkpoint in {workdir}")
     step, params = found
     return params, step
+
+
+def _complete_steps(directory: pathlib.Path) -> list[int]:
+    """Steps of the complete checkpoints in ``directory`` (orbax's partial ones carry a suffix)."""
+    return [int(p.name) for p in directory.glob("*") if p.name.isdigit() and p.is_dir()]

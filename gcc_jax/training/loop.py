@@ -426,6 +426,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
 
     batches = None
     with StopRequests() as stop_requests:
+        stop_requests.start(position.step)
         while position.step < total_steps:
             if batches is None:
                 batches = _train_batches(config, position)

@@ -54,7 +54,8 @@ class StopRequests:
 
     def __init__(self):
         self._multi_process = jax.process_count() > 1
-        self._requested = False
+        self._signalled = False  # a signal reached our handler (the next one stops at once)
+        self._requested = False  # the loop stops after the step it is in
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopRequests:
@@ -73,10 +74,10 @@ class StopRequests:
         self._previous.clear()
 
     def _on_signal(self, signum: int, frame) -> None:
-        if self._requested:
+        if self._signalled:
             print(f"{signal.Signals(signum).name} again: stopped at once", file=sys.stderr, flush=True)
             os._exit(128 + signum)
-        self._requested = True
+        self._signalled = True
         print(
             f"{signal.Signals(signum).name} received: finishing the current step and saving a checkpoint "
             "(send it again to stop at once)",
@@ -85,6 +86,14 @@ class StopRequests:
         )
         if self._multi_process:
             os.kill(os.getpid(), signal.SIGTERM)  # to JAX's preemption service, which tells the other hosts
+        else:
+            self._requested = True
+
+    def start(self, step: int) -> None:
+        """Tells JAX's service (several processes) the step the loop starts after: a notice that
+        arrives before the first :meth:`reached` then agrees on a step the loop will reach."""
+        if self._multi_process and self._sync_point(step):
+            self._requested = True  # agreed on the start itself: stop after the first step
 
     def reached(self, step: int) -> bool:
         """Whether the run stops after ``step`` (call after every step, on every process).
@@ -93,13 +102,21 @@ class StopRequests:
         once any of them received SIGTERM (or SIGINT). From then on a second signal ends the
         process at once.
         """
-        if not self._multi_process:
+        if not self._multi_process or self._requested:
             return self._requested
-        if not multihost_utils.reached_preemption_sync_point(step):
+        if not self._sync_point(step):
             return False
-        if threading.current_thread() is threading.main_thread():
+        self._requested = True
+        return True
+
+    def _sync_point(self, step: int) -> bool:
+        try:
+            reached = multihost_utils.reached_preemption_sync_point(step)
+        except RuntimeError:  # the service is off (jax_enable_preemption_service=False)
+            return False
+        if reached and threading.current_thread() is threading.main_thread():
             # The service has done its part: SIGTERM is ours again, for the "second signal".
-            self._requested = True
+            self._signalled = True
             self._previous.setdefault(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, self._on_signal)
-        return True
+        return reached
