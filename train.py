@@ -5,7 +5,10 @@
         --config.dataset.manual_dir=RAW --config.loss.name=bl --config.batch_size=8
     python train.py --config configs/sha.py:runlocal      # an end-to-end check (a minute or two)
 
-Running it again with the same ``--workdir`` resumes where the run stopped. Without
+Running it again with the same ``--workdir`` resumes where the run stopped. SIGTERM or Ctrl-C
+(SIGINT) stops a run cleanly: the current step finishes, a checkpoint of it is saved, the line
+``stopped at step N; checkpoint saved; run the same command to resume`` is printed and the
+exit status is 75 (a second signal stops at once). Without
 ``--workdir`` the run goes to ``/tmp/gcc_jax/<config file name>``. A workdir whose checkpoint
 belongs to a model of other shapes is refused before anything is written. Errors end in one
 ``error: ...`` line; ``--debug`` shows the traceback.
@@ -59,10 +62,13 @@ def main(argv):
     if workdir is None:
         config_file = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]
         workdir = f"/tmp/gcc_jax/{pathlib.Path(config_file).stem}"
-    logging.info("workdir: %s", workdir)
 
     def train():
-        training.train_and_evaluate(FLAGS.config, workdir)
+        try:
+            training.train_and_evaluate(FLAGS.config, workdir)
+        except training.TrainingStopped as stopped:
+            print(stopped, flush=True)
+            return training.STOPPED_STATUS
 
     return cli.run(train, debug=FLAGS.debug)
 

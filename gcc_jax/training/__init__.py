@@ -7,14 +7,16 @@
 - :mod:`~gcc_jax.training.objective` — ``config.loss`` → one loss function.
 - :mod:`~gcc_jax.training.steps` — the jitted train step and prediction step.
 - :mod:`~gcc_jax.training.evaluation` — per-image predictions and counting metrics over a split.
-- :mod:`~gcc_jax.training.checkpoints` — orbax checkpoints (resumable + best by MAE).
+- :mod:`~gcc_jax.training.checkpoints` — orbax checkpoints (resumable + best by MAE), damaged
+  ones skipped, failed saves reported.
+- :mod:`~gcc_jax.training.preemption` — stopping cleanly on SIGTERM / SIGINT (one or several hosts).
 - :mod:`~gcc_jax.training.writers` — ``metrics.jsonl``, TensorBoard, progress bar.
 - :mod:`~gcc_jax.training.pictures` — density-map pictures.
 - :mod:`~gcc_jax.training.config` — checking, saving and loading run configs.
 - :mod:`~gcc_jax.training.recipes` — each loss's official training recipe for the unset fields.
 """
 
-from gcc_jax.training.checkpoints import RunCheckpoints, restore_params
+from gcc_jax.training.checkpoints import CheckpointError, RunCheckpoints, restore_params
 from gcc_jax.training.config import (
     check_config,
     dataset_kwargs,
@@ -33,6 +35,7 @@ from gcc_jax.training.evaluation import (
     to_local_mesh,
 )
 from gcc_jax.training.loop import NonFiniteLossError, train_and_evaluate
+from gcc_jax.training.preemption import STOPPED_STATUS, TrainingStopped
 from gcc_jax.training.mesh import (
     DATA_AXIS,
     batch_sharding,
@@ -60,7 +63,10 @@ __all__ = [
     "RECIPE_FIELDS",
     "EvalResult",
     "MetricWriter",
+    "CheckpointError",
     "NonFiniteLossError",
+    "STOPPED_STATUS",
+    "TrainingStopped",
     "ProgressBar",
     "RunCheckpoints",
     "TrainState",

@@ -16,7 +16,15 @@ Flow of a run in ``workdir`` (every process of a multi-host run executes the sam
    beside the trivial predictor's MAE, localization precision / recall / F1
    (``config.localization``), density-map pictures, and the best checkpoint.
 6. Every ``checkpoint_every_steps`` (and at the end): a resumable checkpoint, written only
-   after the losses up to that step and every value of the train state were found finite.
+   after the losses up to that step and every value of the train state were found finite. It
+   holds the step metrics not yet averaged into ``metrics.jsonl``, so that a resumed run
+   writes the same averages as an uninterrupted one.
+7. On SIGTERM / SIGINT (:mod:`gcc_jax.training.preemption`; on several hosts at the step JAX's
+   preemption service agrees on): the step finishes, a checkpoint of it is saved, the metrics
+   up to it are written, and :class:`TrainingStopped` ends the run.
+
+A resumed (or restarted) run first removes from ``metrics.jsonl`` and the event files what
+the lost run wrote after the restored checkpoint, so a workdir's measurements describe one run.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from gcc_jax.training.evaluation import (
 from gcc_jax.training.mesh import create_mesh, global_batch
 from gcc_jax.training.objective import make_loss_fn
 from gcc_jax.training.pictures import density_picture, save_picture
+from gcc_jax.training.preemption import StopRequests, TrainingStopped
 from gcc_jax.training.recipes import resolve_recipe
 from gcc_jax.training.state import (
     TrainState,
@@ -61,7 +70,7 @@ from gcc_jax.training.state import (
 from gcc_jax.training.steps import TRAIN_BATCH_KEYS, make_predict_fn, make_train_step
 from gcc_jax.training.writers import MetricWriter, ProgressBar
 
-__all__ = ["NonFiniteLossError", "train_and_evaluate"]
+__all__ = ["NonFiniteLossError", "TrainingStopped", "train_and_evaluate"]
 
 _log = logging.getLogger(__name__)
 
@@ -283,6 +292,25 @@ class _TrainMetrics:
         self.progress.set_postfix(loss=f"{means['loss']:.4g}", lr=f"{means['learning_rate']:.2g}")
         self.pending, self.interval_start = [], time.perf_counter()
 
+    def snapshot(self, host: list[dict]) -> dict:
+        """What a checkpoint keeps of the metrics: the pending step metrics (``host``, from
+        :meth:`check`) and the epoch's sums so far, as JSON."""
+        return {
+            "pending": {name: [float(m[name]) for m in host] for name in (host[0] if host else {})},
+            "dtypes": {name: str(np.asarray(value).dtype) for name, value in (host[0] if host else {}).items()},
+            "epoch_sums": dict(self.epoch_sums),
+            "epoch_steps": self.epoch_steps,
+        }
+
+    def resume(self, saved: dict) -> None:
+        """Continues from a :meth:`snapshot` (the restored checkpoint's)."""
+        pending, dtypes = saved.get("pending", {}), saved.get("dtypes", {})
+        count = len(next(iter(pending.values()), []))
+        # Same dtype as the device values, so the interval means are computed as they would have been.
+        self.pending = [{name: np.asarray(values[i], dtypes[name]) for name, values in pending.items()} for i in range(count)]
+        self.epoch_sums = dict(saved.get("epoch_sums", {}))
+        self.epoch_steps = saved.get("epoch_steps", 0)
+
     def end_epoch(self) -> dict[str, float]:
         """The means of the epoch's flushed metrics; starts the next epoch's sums."""
         means = {name: total / max(self.epoch_steps, 1) for name, total in self.epoch_sums.items()}
@@ -290,16 +318,19 @@ class _TrainMetrics:
         return means
 
 
-def _restore(checkpoints: RunCheckpoints, state: TrainState, writer: MetricWriter) -> tuple[TrainState, _Position]:
-    """The newest checkpoint's state and position, or ``state`` at the start."""
+def _restore(checkpoints: RunCheckpoints, state: TrainState, writer: MetricWriter) -> tuple[TrainState, _Position, dict]:
+    """The newest readable checkpoint's state, position and metrics snapshot
+    (:meth:`_TrainMetrics.snapshot`), or ``state`` at the start. Either way the records a lost
+    run wrote after that point are dropped."""
     restored = checkpoints.restore(state)
     if restored is None:
-        return state, _Position()
+        writer.discard_after(-1)
+        return state, _Position(), {}
     state, saved = restored
     position = _Position(step=saved["step"], epoch=saved["epoch"], batch=saved["batch"])
-    writer.truncate_after(position.step)
-    _log.info("resuming from the checkpoint at step %d (epoch %d, batch %d)", position.step, position.epoch, position.batch)
-    return state, position
+    metrics = saved.get("metrics", {})
+    writer.discard_after(position.step, train_at_step=bool(metrics.get("pending")))
+    return state, position, metrics
 
 
 def _epoch_line(position: _Position, total_steps: int, train_means: dict, eval_metrics: dict) -> str:
@@ -357,7 +388,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
     on_failure.callback(checkpoints.close)
     writer = MetricWriter(workdir, enabled=is_chief)
     on_failure.callback(writer.close)
-    state, position = _restore(checkpoints, state, writer)
+    state, position, saved_metrics = _restore(checkpoints, state, writer)
     loss_fn = make_loss_fn(config.loss, crop_size=config.crop_size, mesh=mesh)
     train_step = make_train_step(mesh, loss_fn=loss_fn, learning_rate_fn=learning_rate_fn)
     validate = _Validation(config, workdir, model, writer, checkpoints)
@@ -365,8 +396,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
     on_failure.callback(progress.close)
     progress.write(
         f"{jax.process_count()} process(es), {mesh.size} device(s) ({jax.devices()[0].platform}); "
-        f"{steps_per_epoch} steps per epoch, {total_steps} steps; workdir {workdir}"
+        f"{steps_per_epoch} steps per epoch, {total_steps} steps"
     )
+    progress.write(
+        f"workdir {workdir}: "
+        + (f"resuming from the checkpoint at step {position.step} (epoch {position.epoch}, batch {position.batch})"
+           if position.step else "a new run")
+    )  # fmt: skip
 
     eval_metrics = {}
     if position.step == 0:  # every learning curve starts at the untrained model
@@ -376,35 +412,50 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
             f"({validate.trivial_count:.1f} per image) mae {eval_metrics['trivial_mae']:.4g}"
         )
     train_metrics = _TrainMetrics(writer, progress, checkpoints)
+    train_metrics.resume(saved_metrics)
+
+    def save_checkpoint() -> None:
+        # No checkpoint may hold a NaN / inf: the losses since the last flush and the whole
+        # state are checked (log and checkpoint intervals need not divide each other).
+        host = train_metrics.check(position.step)
+        if not bool(jax.device_get(_all_finite(state))):
+            raise train_metrics.stop(
+                f"the train state (parameters or optimizer moments) holds NaN / inf after step {position.step}"
+            )
+        checkpoints.save(state, {**dataclasses.asdict(position), "metrics": train_metrics.snapshot(host)})
+
     batches = None
-    while position.step < total_steps:
-        if batches is None:
-            batches = _train_batches(config, position)
-        batch = next(batches)
-        state, metrics = train_step(state, global_batch({k: batch[k] for k in TRAIN_BATCH_KEYS if k in batch}, mesh))
-        train_metrics.add(metrics)
-        position.step += 1
-        position.batch += 1
-        progress.update()
-        epoch_done = position.batch == steps_per_epoch
-        if epoch_done:
-            position.epoch, position.batch, batches = position.epoch + 1, 0, None
-        last = position.step == total_steps
-        if position.step % config.log_every_steps == 0 or epoch_done or last:
-            train_metrics.flush(position.step)
-        if (epoch_done and position.epoch % config.eval_every_epochs == 0) or last:
-            eval_metrics = validate(state.params, position.step, position.epoch)
-        if epoch_done or last:
-            progress.write(_epoch_line(position, total_steps, train_metrics.end_epoch(), eval_metrics))
-        if position.step % config.checkpoint_every_steps == 0 or last:
-            # No checkpoint may hold a NaN / inf: the losses since the last flush and the whole
-            # state are checked (log and checkpoint intervals need not divide each other).
-            train_metrics.check(position.step)
-            if not bool(jax.device_get(_all_finite(state))):
-                raise train_metrics.stop(
-                    f"the train state (parameters or optimizer moments) holds NaN / inf after step {position.step}"
-                )
-            checkpoints.save(state, dataclasses.asdict(position))
+    with StopRequests() as stop_requests:
+        stop_requests.start(position.step)
+        while position.step < total_steps:
+            if batches is None:
+                batches = _train_batches(config, position)
+            batch = next(batches)
+            state, metrics = train_step(state, global_batch({k: batch[k] for k in TRAIN_BATCH_KEYS if k in batch}, mesh))
+            train_metrics.add(metrics)
+            position.step += 1
+            position.batch += 1
+            progress.update()
+            epoch_done = position.batch == steps_per_epoch
+            if epoch_done:
+                position.epoch, position.batch, batches = position.epoch + 1, 0, None
+            last = position.step == total_steps
+            if position.step % config.log_every_steps == 0 or epoch_done or last:
+                train_metrics.flush(position.step)
+            if (epoch_done and position.epoch % config.eval_every_epochs == 0) or last:
+                eval_metrics = validate(state.params, position.step, position.epoch)
+            if epoch_done or last:
+                progress.write(_epoch_line(position, total_steps, train_metrics.end_epoch(), eval_metrics))
+            saved = position.step % config.checkpoint_every_steps == 0 or last
+            if saved:
+                save_checkpoint()
+            if stop_requests.reached(position.step) and not last:
+                if not saved:
+                    save_checkpoint()
+                train_metrics.flush(position.step)  # the metrics up to here, in the files too
+                checkpoints.wait_until_finished()
+                progress.close()
+                raise TrainingStopped(position.step)
 
     checkpoints.wait_until_finished()
     best = checkpoints.best()
@@ -412,5 +463,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
     writer.close()
     progress.close()
     if best is not None:
-        progress.write(f"best val mae {best[1]['mae']:.4g} at step {best[0]}; workdir {workdir}")
+        progress.write(f"best val mae {best[1]['mae']:.4g} at step {best[0]}")
+    progress.write(_where_results_are(workdir, checkpoints, writer))
     return eval_metrics
+
+
+def _where_results_are(workdir: pathlib.Path, checkpoints: RunCheckpoints, writer: MetricWriter) -> str:
+    """The closing lines of a run: where its checkpoints, measurements and pictures are."""
+    return "\n".join([
+        f"checkpoints: {checkpoints.directory} (resumable), {checkpoints.best_directory} (best val {checkpoints.best_metric})",
+        f"metrics:     {writer.path}; TensorBoard: tensorboard --logdir {writer.tensorboard_dir}",
+        f"pictures:    {workdir / _PICTURES_DIR}",
+    ])  # fmt: skip

@@ -7,6 +7,11 @@
 TensorBoard files are written with tensorboardX (a small pure-Python writer, the one GL's
 trainer uses): ``tf.summary`` would need the ``tensorboard`` package, which ``tensorflow-cpu``
 does not install.
+
+A workdir's measurements describe one run: when a run resumes from a checkpoint (or starts
+again from step 0), :meth:`MetricWriter.discard_after` removes what a lost run wrote after
+that point from ``metrics.jsonl`` and from the event files, which are rewritten record by
+record (TFRecord framing with masked CRC-32C, as TensorBoard reads it).
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ import json
 import math
 import os
 import pathlib
+import struct
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import tqdm
 from tensorboardX import SummaryWriter
+from tensorboardX.proto.event_pb2 import Event
+from tensorboardX.record_writer import masked_crc32c
 
 __all__ = ["METRICS_FILE", "MetricWriter", "ProgressBar", "read_metrics"]
 
@@ -45,19 +53,40 @@ class MetricWriter:
     def __init__(self, workdir: str | os.PathLike, *, enabled: bool = True):
         self.enabled = enabled
         self.path = pathlib.Path(workdir) / METRICS_FILE
-        self._summary = None
+        self.tensorboard_dir = pathlib.Path(workdir) / _TENSORBOARD_DIR
+        self._writer = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._summary = SummaryWriter(str(pathlib.Path(workdir) / _TENSORBOARD_DIR))
 
-    def truncate_after(self, step: int) -> None:
-        """Drops the records of steps after ``step`` (a resumed run rewrites them)."""
-        if not self.enabled or not self.path.exists():
+    @property
+    def _summary(self) -> SummaryWriter:
+        # Opened at the first write, so that discard_after never meets this run's own file.
+        if self._writer is None:
+            self._writer = SummaryWriter(str(self.tensorboard_dir))
+        return self._writer
+
+    def discard_after(self, step: int, *, train_at_step: bool = False) -> None:
+        """Drops the records of steps after ``step``: a resumed run writes them again.
+
+        Args:
+          step: the step the run resumes from (-1 for a run that starts from scratch).
+          train_at_step: drop the ``train`` records of ``step`` itself too (they averaged a
+            partial logging interval, which the resumed run completes and writes later).
+        """
+        if not self.enabled:
             return
-        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+
+        def kept(record_step: int, split: str) -> bool:
+            return record_step < step or (record_step == step and not (train_at_step and split == "train"))
+
+        if self.path.exists():
+            lines = [line for line in self.path.read_text().splitlines() if line]
+            records = [json.loads(line) for line in lines]
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line, r in zip(lines, records) if kept(r["step"], r["split"])))
+            os.replace(tmp, self.path)
+        for events in sorted(self.tensorboard_dir.glob("events.out.tfevents.*")):
+            _rewrite_events(events, lambda event: not event.summary.value or kept(event.step, _split_of(event)))
 
     def write_scalars(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
         """One ``metrics.jsonl`` line and one TensorBoard scalar per metric."""
@@ -79,8 +108,41 @@ class MetricWriter:
         self._summary.flush()
 
     def close(self) -> None:
-        if self._summary is not None:
-            self._summary.close()
+        if self._writer is not None:
+            self._writer.close()
+
+
+def _split_of(event: Event) -> str:
+    """The split of a summary event: its tags are ``<split>/<name>``."""
+    return event.summary.value[0].tag.split("/", 1)[0]
+
+
+def _read_records(path: pathlib.Path) -> Iterator[bytes]:
+    """The records of a TFRecord file; a record cut short by a kill ends the file."""
+    data = path.read_bytes()
+    offset = 0
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack("<Q", data[offset : offset + 8])
+        end = offset + 12 + length + 4
+        if end > len(data):
+            return
+        yield data[offset + 12 : offset + 12 + length]
+        offset = end
+
+
+def _rewrite_events(path: pathlib.Path, keep) -> None:
+    """Rewrites the event file ``path`` with the events for which ``keep(event)`` is true."""
+    records = list(_read_records(path))
+    kept = [record for record in records if keep(Event.FromString(record))]
+    if len(kept) == len(records) and path.stat().st_size == sum(len(r) + 16 for r in records):
+        return
+    framed = bytearray()
+    for record in kept:
+        header = struct.pack("<Q", len(record))
+        framed += header + struct.pack("<I", masked_crc32c(header)) + record + struct.pack("<I", masked_crc32c(record))
+    tmp = path.parent / ".events.rewrite.tmp"  # a name TensorBoard does not read
+    tmp.write_bytes(bytes(framed))
+    os.replace(tmp, path)
 
 
 def read_metrics(workdir: str | os.PathLike, split: str | None = None) -> list[dict]:
