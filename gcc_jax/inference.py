@@ -318,6 +318,7 @@ def evaluate_checkpoint(
     one_per_plateau: bool | None = None,
     choose_threshold: bool = False,
     progress: bool = False,
+    on_image=None,
 ) -> dict:
     """Counting and localization metrics of a checkpoint on a split (this process's devices).
 
@@ -334,6 +335,8 @@ def evaluate_checkpoint(
       choose_threshold: choose the threshold with the best F1 on this split, store it
         (:func:`threshold_path`) and report the metrics at it.
       progress: show a progress bar (images done, rate, time left) on stderr.
+      on_image: called with each image's record and matches as it is scored
+        (:func:`gcc_jax.training.evaluate_records`), e.g. a :class:`gcc_jax.image_results.ImageResults`.
 
     Returns:
       The metrics of :func:`gcc_jax.training.evaluate` plus ``checkpoint``, ``step`` (or
@@ -368,7 +371,9 @@ def evaluate_checkpoint(
         chosen = _choice_record(records, options, about)
         _write_threshold_choice(threshold_path(checkpoint, workdir), chosen)
         options = dataclasses.replace(options, threshold=chosen["threshold"])
-    result = evaluate_records(records, trivial_count=mean_training_count(config, workdir), localization=options)
+    result = evaluate_records(
+        records, trivial_count=mean_training_count(config, workdir), localization=options, on_image=on_image
+    )
     out = {**result.metrics, "checkpoint": str(checkpoint), "step": trained.step, "split": split}
     if chosen is not None:
         out["chosen_threshold"] = chosen

@@ -32,7 +32,7 @@ from jax.sharding import Mesh
 
 from gcc_jax.data import make_eval_dataset
 from gcc_jax.data.sources import open_source
-from gcc_jax.localization_scoring import LocalizationOptions, LocalizationSums
+from gcc_jax.localization_scoring import ImageMatches, LocalizationOptions, LocalizationSums, detect_heads
 from gcc_jax.metrics import CountingAccumulator
 from gcc_jax.models import STRIDE, output_shape
 from gcc_jax.training.config import dataset_kwargs, pipeline_kwargs
@@ -239,10 +239,17 @@ def evaluate_records(
     trivial_count: float | None = None,
     num_examples: int = 0,
     localization: LocalizationOptions | None = LocalizationOptions(),
+    on_image: Callable[[Mapping[str, Any], ImageMatches | None], None] | None = None,
 ) -> EvalResult:
     """The metrics of :func:`evaluate` from per-image records (:func:`iterate_predictions`),
     e.g. records kept in memory to be scored again at another threshold. A collective, like
-    :func:`evaluate`."""
+    :func:`evaluate`.
+
+    ``on_image(record, matches)`` is called for every record of this process, in order, with
+    its :class:`~gcc_jax.localization_scoring.ImageMatches` (``None`` when localization is off;
+    detections without matches for an unannotated record): per-image rows and pictures are made
+    from the very detections and matches the metrics count.
+    """
     counting = CountingAccumulator()
     located = LocalizationSums(localization) if localization is not None else None
     trivial = CountingAccumulator()
@@ -251,12 +258,16 @@ def evaluate_records(
         if len(examples) < num_examples:
             examples.append(record)
         if not np.isfinite(record["count"]):
+            if on_image is not None:
+                detected = detect_heads(record, localization) if localization is not None else None
+                on_image(record, None if detected is None else ImageMatches(detected, {}, {}))
             continue
         counting.add_density(record["density"], record["points"], stride=STRIDE)
         if trivial_count is not None:
             trivial.add(trivial_count, record["count"])
-        if located is not None:
-            located.add(record)
+        matches = located.add(record) if located is not None else None
+        if on_image is not None:
+            on_image(record, matches)
     width = len(counting.sums())
     parts = [counting.sums(), trivial.sums()] + ([located.sums()] if located is not None else [])
     merged = _merge_over_processes(np.concatenate(parts))
