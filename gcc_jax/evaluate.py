@@ -6,6 +6,8 @@
     python -m gcc_jax.evaluate --config configs/sha.py --checkpoint MODEL_DIR [--config.dataset.data_dir=...]
     # choose the localization threshold on a validation split (stored for evaluate and predict)
     python -m gcc_jax.evaluate --workdir /tmp/gcc_synthetic --split val --choose_threshold
+    # a folder of annotated images as it lies (LabelMe, CVAT, CSV, .mat: gcc_jax.data.point_annotations)
+    python -m gcc_jax.evaluate --workdir runs/mine --folder my_test_photos [--missing_annotation empty]
 
 Prints one JSON object (``mae``, ``rmse`` — the literature's "MSE" —, ``nae``, ``game0..3``,
 ``trivial_mae`` / ``trivial_rmse`` of the mean-training-count predictor, ``num_images``,
@@ -16,6 +18,14 @@ split expression reduced to a file name: ``test[:10]`` → ``eval_test_10_best.j
 progress bar with the images done and the time left goes to stderr (``--noprogress`` hides
 it). Errors end in one ``error:`` line (``--debug`` shows the traceback). Runs on this
 process's devices; the work is :func:`gcc_jax.inference.evaluate_checkpoint`.
+
+``--folder DIR`` scores every image below ``DIR`` without building a data set: the images and
+head points are read as ``python -m gcc_jax.data.build --dataset folder`` prepares them
+(:class:`gcc_jax.data.raw_folder_source.AnnotatedFolderSource`: EXIF-upright photos, points
+outside the image dropped, files named by their path relative to ``DIR``), at their own size
+and evaluated like a split (images of mixed sizes batched by size, ``config.eval_batch_size``).
+The JSON's ``split`` is ``DIR``; its default name is ``eval_folder_<DIR's name>_<checkpoint>.json``.
+With a model directory (no workdir) it has no ``trivial_*`` baseline.
 
 Image by image (:mod:`gcc_jax.image_results`), beside the JSON unless placed elsewhere:
 
@@ -50,6 +60,8 @@ import re
 import sys
 
 from gcc_jax import cli, inference
+from gcc_jax.data.point_annotations import MISSING_ANNOTATION_POLICIES
+from gcc_jax.data.raw_folder_source import AnnotatedFolderSource
 from gcc_jax.image_results import ImageResults
 from gcc_jax.localization_scoring import LocalizationOptions
 from gcc_jax.training import config as config_lib
@@ -86,19 +98,26 @@ def _evaluate_command(argv, flags_) -> None:
         raise ValueError(f"--num_pictures must be >= 0, got {flags_.num_pictures}")
     workdir = flags_.workdir
     config = config_lib.config_for_command(flags_.config, workdir)
+    split, source = flags_.split, None
+    if flags_.folder is not None:
+        if split is not None:
+            raise ValueError("--split and --folder exclude each other: --folder evaluates every image below it")
+        source = AnnotatedFolderSource(flags_.folder, missing_annotation=flags_.missing_annotation)
+        split = flags_.folder
     per_image = ImageResults(
         LocalizationOptions.from_config(config), num_worst=flags_.num_pictures, files=flags_.picture_files or ()
     )
     metrics = inference.evaluate_checkpoint(
-        config, workdir=workdir, checkpoint=flags_.checkpoint, split=flags_.split, threshold=flags_.threshold,
+        config, workdir=workdir, checkpoint=flags_.checkpoint, split=split, threshold=flags_.threshold,
         pixel_offset=flags_.pixel_offset, one_per_plateau=flags_.one_per_plateau,
-        choose_threshold=flags_.choose_threshold, progress=flags_.progress, on_image=per_image,
+        choose_threshold=flags_.choose_threshold, progress=flags_.progress, on_image=per_image, source=source,
     )  # fmt: skip
     line = json.dumps(metrics)
     print(line)
     output = flags_.output
     if output is None and workdir is not None:
-        output = pathlib.Path(workdir) / output_name(metrics["split"], flags_.checkpoint)
+        named = metrics["split"] if source is None else f"folder_{source.root.resolve().name}"
+        output = pathlib.Path(workdir) / output_name(named, flags_.checkpoint)
     if output is not None:
         pathlib.Path(output).write_text(line + "\n")
     _write_per_image(per_image, flags_, output)
@@ -140,6 +159,13 @@ def _define_flags() -> None:
     flags.DEFINE_string("workdir", None, "Training run directory.")
     flags.DEFINE_string("checkpoint", "best", "best | latest | STEP (of --workdir) | path of a model directory.")
     flags.DEFINE_string("split", None, "Split to evaluate (default: config.dataset.eval_split).")
+    flags.DEFINE_string(
+        "folder", None, "Evaluate every image below this folder of annotated images instead of a split (no build)."
+    )
+    flags.DEFINE_enum(
+        "missing_annotation", "error", MISSING_ANNOTATION_POLICIES,
+        "--folder images without annotation: error (refused, listed) or empty (images with no heads).",
+    )  # fmt: skip
     flags.DEFINE_string("output", None, "JSON file for the metrics (default: WORKDIR/eval_<split>_<checkpoint>.json).")
     flags.DEFINE_float("threshold", None, "Localization peak threshold (default: the stored choice, else the config's).")
     flags.DEFINE_float("pixel_offset", None, "Pixels added to detected points (default: the stored choice's, else the config's).")

@@ -74,6 +74,7 @@ def make_eval_batches(
     *,
     process_index: int = 0,
     process_count: int = 1,
+    source=None,
 ) -> Iterable[Mapping[str, np.ndarray]]:
     """This process's evaluation batches of a split of ``config.dataset`` (full images, the
     data set's resize rule, ``config.eval_batch_size`` images padded to
@@ -85,14 +86,18 @@ def make_eval_batches(
       split: the split (default ``config.dataset.eval_split``).
       process_index: this process's index, for a split shared by several processes.
       process_count: the number of processes.
+      source: examples to evaluate instead of the split, e.g. a raw folder
+        (:class:`gcc_jax.data.raw_folder_source.AnnotatedFolderSource`); the resize rule is
+        then that of the data set it reproduces (``source.dataset``).
     """
     return make_eval_dataset(
-        config.dataset.name,
+        config.dataset.name if source is None else source.dataset,
         split=split or config.dataset.eval_split,
         process_index=process_index,
         process_count=process_count,
         batch_size=config.eval_batch_size,
         pad_multiple=config.dataset.eval_pad_multiple,
+        source=source,
         **pipeline_kwargs(config),
     )
 
