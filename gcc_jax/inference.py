@@ -277,13 +277,15 @@ def resolve_localization(
 
 
 def predict_split(
-    trained: TrainedModel, config: ml_collections.ConfigDict, split: str | None, mesh: Mesh, *, progress: bool = False
+    trained: TrainedModel, config: ml_collections.ConfigDict, split: str | None, mesh: Mesh, *, progress: bool = False,
+    source=None,
 ) -> Iterator[dict[str, Any]]:
     """Per-image records (:func:`gcc_jax.training.iterate_predictions`) of ``trained`` on a
-    split of ``config.dataset``, through the run's evaluation pipeline, on ``mesh``;
-    ``progress`` draws a bar (images done, rate, time left) on stderr."""
+    split of ``config.dataset`` (or on the examples of ``source``, e.g. a raw annotated folder),
+    through the run's evaluation pipeline, on ``mesh``; ``progress`` draws a bar (images done,
+    rate, time left) on stderr."""
     predict_fn = make_predict_fn(trained.model.apply, mesh)
-    batches = make_eval_batches(config, split)
+    batches = make_eval_batches(config, split, source=source)
     records = iterate_predictions(predict_fn, trained.variables, batches, mesh)
     if not progress:
         return records
@@ -318,6 +320,8 @@ def evaluate_checkpoint(
     one_per_plateau: bool | None = None,
     choose_threshold: bool = False,
     progress: bool = False,
+    on_image=None,
+    source=None,
 ) -> dict:
     """Counting and localization metrics of a checkpoint on a split (this process's devices).
 
@@ -334,6 +338,12 @@ def evaluate_checkpoint(
       choose_threshold: choose the threshold with the best F1 on this split, store it
         (:func:`threshold_path`) and report the metrics at it.
       progress: show a progress bar (images done, rate, time left) on stderr.
+      on_image: called with each image's record and matches as it is scored
+        (:func:`gcc_jax.training.evaluate_records`), e.g. a :class:`gcc_jax.image_results.ImageResults`.
+      source: evaluate these examples instead of the split, e.g. a raw annotated folder
+        (:class:`gcc_jax.data.raw_folder_source.AnnotatedFolderSource`); ``split`` then only
+        names them in the result. Without a ``workdir`` (whose cached mean training count is
+        used) the ``trivial_*`` baseline is left out, as the training split may not be at hand.
 
     Returns:
       The metrics of :func:`gcc_jax.training.evaluate` plus ``checkpoint``, ``step`` (or
@@ -359,7 +369,7 @@ def evaluate_checkpoint(
         options = dataclasses.replace(
             options, threshold=peaks.threshold, pixel_offset=peaks.pixel_offset, one_per_plateau=peaks.one_per_plateau
         )
-    records = predict_split(trained, config, split, mesh, progress=progress)
+    records = predict_split(trained, config, split, mesh, progress=progress, source=source)
     chosen = None
     if choose_threshold:
         # Kept without their images: a split's density maps are small, its images are not.
@@ -368,7 +378,8 @@ def evaluate_checkpoint(
         chosen = _choice_record(records, options, about)
         _write_threshold_choice(threshold_path(checkpoint, workdir), chosen)
         options = dataclasses.replace(options, threshold=chosen["threshold"])
-    result = evaluate_records(records, trivial_count=mean_training_count(config, workdir), localization=options)
+    trivial = mean_training_count(config, workdir) if source is None or workdir is not None else None
+    result = evaluate_records(records, trivial_count=trivial, localization=options, on_image=on_image)
     out = {**result.metrics, "checkpoint": str(checkpoint), "step": trained.step, "split": split}
     if chosen is not None:
         out["chosen_threshold"] = chosen

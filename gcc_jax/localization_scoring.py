@@ -18,20 +18,23 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from gcc_jax.localization import DEFAULT_THRESHOLD, ThresholdChoice, choose_threshold, density_to_point_list
-from gcc_jax.metrics import LocalizationAccumulator, nwpu_radii
+from gcc_jax.metrics import LocalizationAccumulator, MatchResult, match_points, nwpu_radii
 from gcc_jax.models import STRIDE
 
 __all__ = [
+    "ImageMatches",
     "LocalizationOptions",
     "LocalizationSums",
     "choose_localization_threshold",
     "detect_heads",
+    "headline_setting",
     "localization_radii",
+    "match_heads",
 ]
 
 # Radius settings computed from head boxes (metrics.nwpu_radii), beside the fixed radii.
@@ -139,6 +142,31 @@ def detect_heads(record: Mapping[str, Any], options: LocalizationOptions) -> np.
     )[0]
 
 
+class ImageMatches(NamedTuple):
+    """One image's detections matched to its heads at every radius setting (:func:`match_heads`).
+
+    Attributes:
+      detected: ``[n, 2]`` detected heads ``(x, y)``, pixels of the evaluated image.
+      radii: per setting, the matching radius in evaluated-image pixels: a float for the fixed
+        settings (``r4``, ...), ``[m]`` per head for ``sigma_s`` / ``sigma_l``.
+      matches: per setting, the :class:`~gcc_jax.metrics.MatchResult` (TP / FP / FN and which
+        head each detection matched).
+    """
+
+    detected: np.ndarray
+    radii: dict[str, Any]
+    matches: dict[str, MatchResult]
+
+
+def match_heads(record: Mapping[str, Any], options: LocalizationOptions) -> ImageMatches:
+    """Detects a record's heads (:func:`detect_heads`) and matches them to its annotated heads
+    at every radius setting of ``options`` (:func:`localization_radii`, :func:`gcc_jax.metrics.match_points`)."""
+    detected = detect_heads(record, options)
+    radii = localization_radii(record, options.radii)
+    matches = {name: match_points(detected, record["points"], radius) for name, radius in radii.items()}
+    return ImageMatches(detected=detected, radii=radii, matches=matches)
+
+
 class LocalizationSums:
     """TP / FP / FN of every radius setting over records, mergeable over processes as a vector."""
 
@@ -148,13 +176,13 @@ class LocalizationSums:
         self.accumulators = {name: LocalizationAccumulator() for name in self.names}
         self.num_box_images = 0
 
-    def add(self, record: Mapping[str, Any]) -> None:
-        """Scores one annotated record."""
-        predicted = detect_heads(record, self.options)
-        radii = localization_radii(record, self.options.radii)
-        self.num_box_images += "sigma_l" in radii
-        for name, radius in radii.items():
-            self.accumulators[name].add(predicted, record["points"], radius)
+    def add(self, record: Mapping[str, Any]) -> ImageMatches:
+        """Scores one annotated record and returns its :class:`ImageMatches`."""
+        image = match_heads(record, self.options)
+        self.num_box_images += "sigma_l" in image.matches
+        for name, match in image.matches.items():
+            self.accumulators[name] += LocalizationAccumulator(match.tp, match.fp, match.fn)
+        return image
 
     def sums(self) -> np.ndarray:
         """The counts as one float64 vector (add the vectors of several processes to merge)."""
@@ -171,6 +199,14 @@ class LocalizationSums:
             for metric in ("precision", "recall", "f1"):
                 out[f"loc/{metric}_{name}"] = result[metric]
         return out
+
+
+def headline_setting(options: LocalizationOptions, *, has_boxes: bool) -> str:
+    """The radius setting that ``options.choose_on`` names: for ``"auto"``, ``sigma_l`` when the
+    images have head boxes, else the largest fixed radius (e.g. ``r8``)."""
+    if options.choose_on != "auto":
+        return options.choose_on
+    return "sigma_l" if has_boxes else options.fixed_settings[int(np.argmax(options.radii))]
 
 
 def choose_localization_threshold(
@@ -203,9 +239,7 @@ def choose_localization_threshold(
     if not annotated:
         raise ValueError("choose_localization_threshold: no annotated record")
     radii = [localization_radii(r, options.radii) for r in annotated]
-    setting = options.choose_on
-    if setting == "auto":
-        setting = "sigma_l" if "sigma_l" in radii[0] else options.fixed_settings[int(np.argmax(options.radii))]
+    setting = headline_setting(options, has_boxes="sigma_l" in radii[0])
     if any(setting not in r for r in radii):
         raise ValueError(f"localization choose_on={setting!r}: the records have no head boxes")
     kwargs = {} if candidates is None else {"candidates": candidates}

@@ -19,7 +19,7 @@ LAYERS = (
     ("gcc_jax.losses", "gcc_jax.cli"),
     ("gcc_jax.imagenet", "gcc_jax.metrics"),
     ("gcc_jax.models", "gcc_jax.localization"),
-    ("gcc_jax.data", "gcc_jax.localization_scoring"),
+    ("gcc_jax.data", "gcc_jax.localization_scoring", "gcc_jax.localization_pictures", "gcc_jax.image_results"),
     ("gcc_jax.training",),
     ("gcc_jax.inference",),
     ("gcc_jax.predict", "gcc_jax.evaluate", "gcc_jax.convert_weights"),

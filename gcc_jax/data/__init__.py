@@ -16,6 +16,7 @@ shanghaitech/part_b    train, test      original images + points    none
 ucf_qnrf               train, val, test original images + points    shorter side in [512, 2048]
 nwpu_crowd             train, val, test + boxes, luminance, level   shorter side in [512, 2048]
 jhu_crowd              train, val, test + box sizes, occlusion, …   shorter side in [512, 2048]
+folder                 train, val, test your own annotated images   none
 synthetic_crowd        train, val, test generated from a seed       none
 ====================== ================ =========================== =======================
 

@@ -28,6 +28,7 @@ prepares it again from them.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import pathlib
 import shutil
@@ -39,9 +40,10 @@ import tensorflow_datasets as tfds
 from gcc_jax import cli
 
 # Importing the builder modules registers them with TFDS.
-from gcc_jax.data import jhu_crowd, nwpu_crowd, shanghaitech, ucf_qnrf  # noqa: F401
+from gcc_jax.data import folder, jhu_crowd, nwpu_crowd, shanghaitech, ucf_qnrf  # noqa: F401
 from gcc_jax.data._builder_base import BAD_EXAMPLE_POLICIES, OUT_OF_IMAGE_POLICIES, BadExampleError
 from gcc_jax.data.catalog import DATASETS, get_spec
+from gcc_jax.data.point_annotations import MISSING_ANNOTATION_POLICIES
 
 __all__ = ["FILE_FORMATS", "build_dataset", "load_builder", "main"]
 
@@ -81,6 +83,7 @@ def build_dataset(
     out_of_image: str = "drop",
     file_format: str = "array_record",
     overwrite: bool = False,
+    builder_options: dict | None = None,
 ) -> tfds.core.DatasetBuilder:
     """Prepares one data set from its raw files (a no-op if already prepared, unless ``overwrite``).
 
@@ -96,13 +99,18 @@ def build_dataset(
       overwrite: prepare it again from the raw files even if it is already prepared (after
         the raw files changed). The new copy is built beside the old one, which is replaced
         only once the new one is complete.
+      builder_options: further keyword arguments of the builder: ``folder`` takes
+        ``missing_annotation``, ``val_fraction`` and ``test_fraction``
+        (:class:`gcc_jax.data.folder.CrowdFolder`).
 
     Returns:
       The prepared ``tfds`` builder (``builder.info.metadata`` lists what was skipped,
       dropped or ignored).
 
     Raises:
-      ValueError: ``manual_dir`` is missing or empty, or an option is invalid.
+      ValueError: ``manual_dir`` is missing or empty, or an option is invalid; a ``folder`` data
+        set prepared from another folder or with other options is in ``data_dir`` (the message
+        says to add ``overwrite``).
       BadExampleError: an example cannot be read and ``on_bad_example="raise"``; the message
         names the file and says how to leave such examples out.
     """
@@ -115,9 +123,11 @@ def build_dataset(
             f"set is built in one file format per data dir: build the {file_format} copy into another data dir "
             f"(or delete {prepared.data_dir} to replace it)"
         )
-    options = {"on_bad_example": on_bad_example, "out_of_image": out_of_image, "file_format": file_format}
+    options = {"on_bad_example": on_bad_example, "out_of_image": out_of_image, "file_format": file_format,
+               **(builder_options or {})}  # fmt: skip
     builder = tfds.builder(_tfds_name(name), data_dir=data_dir, **options)
     if builder.is_prepared() and not overwrite:
+        _check_same_build(name, builder, manual_dir)
         _log.info("%s is already prepared in %s (overwrite rebuilds it from the raw files)", name, builder.data_dir)
         return builder
     manual = pathlib.Path(manual_dir)
@@ -134,6 +144,22 @@ def build_dataset(
         _prepare(builder, manual, on_bad_example=on_bad_example, file_format=file_format)
     _log.info("Built %s in %.1f s into %s", name, time.perf_counter() - start, builder.data_dir)
     return builder
+
+
+def _check_same_build(name: str, builder: tfds.core.DatasetBuilder, manual_dir) -> None:
+    """Refuses to reuse a prepared copy built from another folder or with other options (for
+    builders that record them, e.g. ``folder``), instead of silently training on it."""
+    if not hasattr(builder, "build_options") or manual_dir is None:
+        return
+    recorded = (builder.info.metadata or {}).get("build_options")
+    wanted = builder.build_options(manual_dir)
+    if recorded is not None and recorded != wanted:
+        differ = ", ".join(f"{key}: prepared {recorded.get(key)!r}, asked {value!r}" for key, value in wanted.items()
+                           if recorded.get(key) != value)  # fmt: skip
+        raise ValueError(
+            f"{name} in {builder.data_dir_root} was prepared otherwise ({differ}); add --overwrite "
+            f"(overwrite=True) to prepare it again, or give another --data_dir"
+        )
 
 
 def _prepare(builder: tfds.core.DatasetBuilder, manual: pathlib.Path, *, on_bad_example: str, file_format: str) -> None:
@@ -240,8 +266,24 @@ def main(argv=None) -> int:
         help="array_record (read by the training / evaluation pipelines and tfds.data_source) or "
         "tfrecord (for tfds.load, in a data_dir of its own)",
     )  # fmt: skip
+    folder_options = parser.add_argument_group("--dataset folder (your own images: see gcc_jax.data.folder)")
+    folder_options.add_argument(
+        "--missing_annotation", choices=MISSING_ANNOTATION_POLICIES, default=None,
+        help="images without any annotation file: 'error' stops the build listing them (default); "
+        "'empty' takes them as images with no heads (background photos)",
+    )  # fmt: skip
+    for split in ("val", "test"):
+        folder_options.add_argument(
+            f"--{split}_fraction", type=float, default=None,
+            help=f"share of the images hashed (by relative path) into {split} when the folder has no "
+            "train/ val/ test/ sub-folders (default 0.1)",
+        )  # fmt: skip
     cli.add_debug_argument(parser)
     args = parser.parse_args(argv)
+    given = {key: getattr(args, key) for key in ("missing_annotation", "val_fraction", "test_fraction")}
+    given = {key: value for key, value in given.items() if value is not None}
+    if given and args.dataset != ["folder"]:
+        parser.error(f"{', '.join('--' + key for key in given)} apply to --dataset folder only")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     def work():
@@ -255,11 +297,14 @@ def main(argv=None) -> int:
                 out_of_image=args.out_of_image,
                 file_format=args.file_format,
                 overwrite=args.overwrite,
+                builder_options=given or None,
             )
             splits = ", ".join(f"{split}: {info.num_examples}" for split, info in builder.info.splits.items())
             metadata = builder.info.metadata or {}
             report = {key: len(metadata.get(key, [])) for key in ("skipped", "out_of_image", "ignored_files", "warnings")}
             print(f"{name}: {splits} in {time.perf_counter() - start:.1f} s -> {builder.data_dir}; {report}")
+            if "counts" in metadata:
+                print(f"{name} counts: {json.dumps(metadata['counts'])}")
 
     return cli.run(work, debug=args.debug)
 

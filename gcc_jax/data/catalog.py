@@ -51,6 +51,8 @@ DATASETS = {
         DatasetSpec("ucf_qnrf", "ucf_qnrf", ("train", "val", "test"), _BL_RESIZE),
         DatasetSpec("nwpu_crowd", "nwpu_crowd", ("train", "val", "test"), _BL_RESIZE, boxes="xyxy"),
         DatasetSpec("jhu_crowd", "jhu_crowd", ("train", "val", "test"), _BL_RESIZE, boxes="wh"),
+        # Your own images (gcc_jax.data.folder), used at their own size as predict sees them.
+        DatasetSpec("folder", "crowd_folder", ("train", "val", "test"), ResizeRule()),
         DatasetSpec("synthetic_crowd", None, ("train", "val", "test"), ResizeRule()),
     )
 }

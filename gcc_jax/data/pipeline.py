@@ -245,9 +245,11 @@ def make_train_dataset(
         min_size_policy=min_size_policy, loader=loader,
     )  # fmt: skip
     rule = _resize_rule(name, resize)
-    source = open_source(
-        name, split=split, data_dir=data_dir, manual_dir=manual_dir, synthetic=synthetic, allow_build=process_count == 1
-    )
+    if source is None:
+        source = open_source(
+            name, split=split, data_dir=data_dir, manual_dir=manual_dir, synthetic=synthetic,
+            allow_build=process_count == 1,
+        )  # fmt: skip
     order, steps = plan.train_order(
         len(source), batch_size=batch_size, seed=seed, epoch=epoch, process_index=process_index,
         process_count=process_count, skip_batches=skip_batches, drop_remainder=drop_remainder,
@@ -336,6 +338,7 @@ def make_eval_dataset(
     loader: str = "tf.data",
     num_parallel_calls: int | None = None,
     prefetch: int = 2,
+    source=None,
 ) -> EvalDataset:
     """Full-image evaluation batches for this process.
 
@@ -360,6 +363,9 @@ def make_eval_dataset(
       loader: ``"tf.data"`` or ``"grain"``.
       num_parallel_calls: examples prepared in parallel (``None`` = automatic).
       prefetch: batches prepared ahead.
+      source: an example source to read instead of the data set ``name`` (e.g. a raw folder,
+        :class:`gcc_jax.data.raw_folder_source.AnnotatedFolderSource`); ``name`` still decides
+        the resize rule. ``data_dir``, ``manual_dir`` and ``synthetic`` are then unused.
 
     Returns:
       An :class:`EvalDataset`.
@@ -371,9 +377,11 @@ def make_eval_dataset(
         raise ValueError(f"max_points must be >= 1 or None, got {max_points}")
     rule = _resize_rule(name, resize)
     backend = _backend(loader)
-    source = open_source(
-        name, split=split, data_dir=data_dir, manual_dir=manual_dir, synthetic=synthetic, allow_build=process_count == 1
-    )
+    if source is None:
+        source = open_source(
+            name, split=split, data_dir=data_dir, manual_dir=manual_dir, synthetic=synthetic,
+            allow_build=process_count == 1,
+        )  # fmt: skip
     order = plan.eval_order(
         len(source), source.image_size, process_index=process_index, process_count=process_count,
         batch_size=batch_size, rule=rule, pad_multiple=pad_multiple,

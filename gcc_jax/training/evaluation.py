@@ -32,7 +32,7 @@ from jax.sharding import Mesh
 
 from gcc_jax.data import make_eval_dataset
 from gcc_jax.data.sources import open_source
-from gcc_jax.localization_scoring import LocalizationOptions, LocalizationSums
+from gcc_jax.localization_scoring import ImageMatches, LocalizationOptions, LocalizationSums, detect_heads
 from gcc_jax.metrics import CountingAccumulator
 from gcc_jax.models import STRIDE, output_shape
 from gcc_jax.training.config import dataset_kwargs, pipeline_kwargs
@@ -74,6 +74,7 @@ def make_eval_batches(
     *,
     process_index: int = 0,
     process_count: int = 1,
+    source=None,
 ) -> Iterable[Mapping[str, np.ndarray]]:
     """This process's evaluation batches of a split of ``config.dataset`` (full images, the
     data set's resize rule, ``config.eval_batch_size`` images padded to
@@ -85,14 +86,18 @@ def make_eval_batches(
       split: the split (default ``config.dataset.eval_split``).
       process_index: this process's index, for a split shared by several processes.
       process_count: the number of processes.
+      source: examples to evaluate instead of the split, e.g. a raw folder
+        (:class:`gcc_jax.data.raw_folder_source.AnnotatedFolderSource`); the resize rule is
+        then that of the data set it reproduces (``source.dataset``).
     """
     return make_eval_dataset(
-        config.dataset.name,
+        config.dataset.name if source is None else source.dataset,
         split=split or config.dataset.eval_split,
         process_index=process_index,
         process_count=process_count,
         batch_size=config.eval_batch_size,
         pad_multiple=config.dataset.eval_pad_multiple,
+        source=source,
         **pipeline_kwargs(config),
     )
 
@@ -239,10 +244,17 @@ def evaluate_records(
     trivial_count: float | None = None,
     num_examples: int = 0,
     localization: LocalizationOptions | None = LocalizationOptions(),
+    on_image: Callable[[Mapping[str, Any], ImageMatches | None], None] | None = None,
 ) -> EvalResult:
     """The metrics of :func:`evaluate` from per-image records (:func:`iterate_predictions`),
     e.g. records kept in memory to be scored again at another threshold. A collective, like
-    :func:`evaluate`."""
+    :func:`evaluate`.
+
+    ``on_image(record, matches)`` is called for every record of this process, in order, with
+    its :class:`~gcc_jax.localization_scoring.ImageMatches` (``None`` when localization is off;
+    detections without matches for an unannotated record): per-image rows and pictures are made
+    from the very detections and matches the metrics count.
+    """
     counting = CountingAccumulator()
     located = LocalizationSums(localization) if localization is not None else None
     trivial = CountingAccumulator()
@@ -251,12 +263,16 @@ def evaluate_records(
         if len(examples) < num_examples:
             examples.append(record)
         if not np.isfinite(record["count"]):
+            if on_image is not None:
+                detected = detect_heads(record, localization) if localization is not None else None
+                on_image(record, None if detected is None else ImageMatches(detected, {}, {}))
             continue
         counting.add_density(record["density"], record["points"], stride=STRIDE)
         if trivial_count is not None:
             trivial.add(trivial_count, record["count"])
-        if located is not None:
-            located.add(record)
+        matches = located.add(record) if located is not None else None
+        if on_image is not None:
+            on_image(record, matches)
     width = len(counting.sums())
     parts = [counting.sums(), trivial.sums()] + ([located.sums()] if located is not None else [])
     merged = _merge_over_processes(np.concatenate(parts))

@@ -9,6 +9,7 @@ penalty, not AdamW's decoupled decay), so the chain is ``add_decayed_weights(wd)
 from __future__ import annotations
 
 import logging
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +18,8 @@ import optax
 from flax.training import train_state
 from jax.sharding import Mesh
 
-from gcc_jax.models import VGG19Density, load_variables, official_head
+from gcc_jax.models import MODEL_OPTIONS, VGG19Density, load_variables, official_head
+from gcc_jax.training import config as config_lib
 from gcc_jax.training.mesh import replicate, replicated_sharding
 from gcc_jax.training.recipes import check_resolved
 
@@ -27,6 +29,7 @@ __all__ = [
     "create_model",
     "create_optimizer",
     "create_train_state",
+    "load_init_checkpoint",
 ]
 
 _log = logging.getLogger(__name__)
@@ -107,9 +110,53 @@ def create_optimizer(optimizer_config: ml_collections.ConfigDict, learning_rate_
     )
 
 
+def load_init_checkpoint(path) -> tuple[dict, dict]:
+    """The parameters to start a run from: a model directory, or a training workdir's best checkpoint.
+
+    Args:
+      path: a model directory (``model.json``, written by ``gcc_jax.convert_weights`` or
+        :func:`gcc_jax.models.save_variables`) or the workdir of an earlier training run
+        (``config.json``): its best checkpoint by validation MAE, or its newest resumable one
+        (with a logged warning) when the run never validated.
+
+    Returns:
+      ``(params, model_options)``: host-side parameters and the ``VGG19Density`` options they
+      were trained with (``width``, ``upsample``, ``output``).
+
+    Raises:
+      FileNotFoundError: ``path`` is neither kind of directory, or a workdir without checkpoints.
+    """
+    # checkpoints.py imports TrainState from this module, hence the import here.
+    from gcc_jax.training.checkpoints import restore_params
+
+    path = pathlib.Path(path)
+    if not (path / config_lib.CONFIG_FILE).is_file():
+        if not (path / "model.json").is_file():
+            raise FileNotFoundError(
+                f"init checkpoint {path} is neither a training workdir (no {config_lib.CONFIG_FILE}) nor a model "
+                "directory (no model.json, see python -m gcc_jax.convert_weights)"
+                + ("" if path.is_dir() else ": there is no such directory")
+            )
+        variables, options = load_variables(path)
+        return variables["params"], options
+    model = create_model(config_lib.load_workdir_config(path))
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 16, 16, 3), jnp.float32))["params"]
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)
+    try:
+        params, step = restore_params(path, abstract, which="best")
+        which = "best"
+    except FileNotFoundError:
+        params, step = restore_params(path, abstract, which="latest")
+        which = "latest"
+        _log.warning("%s has no best checkpoint (the run never validated); starting from its latest, step %d", path, step)
+    _log.info("initialising from the %s checkpoint of %s (step %d)", which, path, step)
+    return jax.device_get(params), {name: getattr(model, name) for name in MODEL_OPTIONS}
+
+
 def _initial_params(config: ml_collections.ConfigDict, model: VGG19Density):
     """Host-side initial parameters from ``config.model.init_checkpoint``."""
-    variables, options = load_variables(config.model.init_checkpoint)
+    params, options = load_init_checkpoint(config.model.init_checkpoint)
     if abs(options["width"] - model.width) > 1e-9:
         raise ValueError(
             f"config.model.init_checkpoint={config.model.init_checkpoint!r} holds a width-{options['width']} "
@@ -122,7 +169,7 @@ def _initial_params(config: ml_collections.ConfigDict, model: VGG19Density):
             "init checkpoint %s was converted for upsample=%s output=%s; training with %s (loss %s)",
             config.model.init_checkpoint, options["upsample"], options["output"], wanted, config.loss.name,
         )
-    return variables["params"]
+    return params
 
 
 def create_train_state(
