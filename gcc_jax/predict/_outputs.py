@@ -236,7 +236,8 @@ def write_summary(
     """Writes ``summary.csv`` (the image rows, columns :data:`SUMMARY_FIELDS`), for a run with
     videos ``summary_videos.csv`` (the video rows, columns
     :data:`VIDEO_SUMMARY_FIELDS`), and ``summary.json``
-    (``{"settings": ..., "images": [...], "videos": [...]}``); returns the first and the last.
+    (``{"settings": ..., "images": [...], "videos": [...]}``); returns the paths of
+    ``summary.csv`` and ``summary.json``.
 
     A row with a ``"video"`` entry is a video's, any other an image's.
     """

@@ -159,7 +159,10 @@ def predict_files(
         rows.append(row)
         if progress is not None:
             progress(f"{name}: count {prediction.count:.1f}, {len(prediction.points)} heads ({seconds:.2f} s)")
-    write_summary(rows, out_dir, settings={**(settings or {}), **predictor.describe()})
+    settings = {**(settings or {}), **predictor.describe()}
+    if any(map(is_video, files)):
+        settings.update(frame_every=sampling.every, frame_fps=sampling.fps, annotate=annotate)
+    write_summary(rows, out_dir, settings=settings)
     return rows
 
 
