@@ -21,6 +21,7 @@ import dataclasses
 import math
 import os
 import pathlib
+import re
 import sys
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -223,10 +224,23 @@ def _ffmpeg_reason(err: Exception) -> str:
     return getattr(err, "strerror", None) or str(err)
 
 
+def _track_duration_tag(stream) -> float | None:
+    """Seconds of Matroska's per-track ``DURATION`` tag (``HH:MM:SS.nnnnnnnnn``), if any."""
+    match = re.fullmatch(r"(\d+):(\d{2}):(\d{2}(?:\.\d*)?)", stream.metadata.get("DURATION", "").strip())
+    if match is None:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
 def _info(container, stream, rotation: int = 0) -> VideoInfo:
+    """The :class:`VideoInfo` of an open video stream (``rotation`` as found on a frame)."""
     fps = float(stream.average_rate) if stream.average_rate else None
     if stream.duration is not None and stream.time_base is not None:
         duration = float(stream.duration * stream.time_base)
+    elif _track_duration_tag(stream) is not None:
+        # Matroska / WebM: the video track's own length (an audio track may be longer).
+        duration = _track_duration_tag(stream)
     elif container.duration is not None:
         duration = container.duration / 1_000_000  # AV_TIME_BASE
     else:

@@ -223,6 +223,28 @@ def test_truncation_without_a_frame_count_is_found_by_the_duration(tmp_path, suf
     assert kept == list(range(0, frames.frames_decoded, 5))
 
 
+def test_a_longer_audio_track_is_no_truncation(tmp_path):
+    # 1 s of picture and 4 s of sound: the container lasts 4.2 s, the video track 1 s.
+    path = tmp_path / "talk.mkv"
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = container.add_stream("aac", rate=8000)
+        audio.layout = "mono"
+        for k in range(10):
+            container.mux(video.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * k, np.uint8), format="rgb24")))
+        container.mux(video.encode(None))
+        for start in range(0, 4 * 8000, 1024):
+            sound = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            sound.sample_rate, sound.pts = 8000, start
+            container.mux(audio.encode(sound))
+        container.mux(audio.encode(None))
+    with av.open(str(path)) as container:
+        assert container.duration / 1e6 > 4.0
+    assert video_info(path).duration_s == pytest.approx(1.0)
+    assert [frame.index for frame in VideoFrames(path)] == list(range(10))
+
+
 def _tag_rotation(path, matrix):
     """Writes ``matrix`` (a, b, u, c, d, v, x, y, w: QuickTime's 16.16 / 2.30 fixed point) into
     the track header of an mp4, as phones store the way a clip is to be displayed."""
