@@ -1,4 +1,4 @@
-"""Inference on images: counts, density maps and head points, pictures, benchmark submissions.
+"""Inference on images and videos: counts, density maps and head points, pictures, benchmark submissions.
 
 - :func:`count` — ``count(images, checkpoint=DIR)``: one :class:`Prediction` (``count``,
   ``density``, ``points``, ``scores``, ...) per image path or uint8 array.
@@ -6,8 +6,14 @@
   :meth:`Predictor.predict`): images of any size, bucketed padded shapes (few compilations,
   :attr:`Predictor.num_compilations`) and overlapping tiles above ``tile_size`` (bounded
   memory); see :mod:`gcc_jax.predict._predictor` for the rules.
-- ``python -m gcc_jax.predict --checkpoint DIR IMAGES... --out OUT`` — pictures, CSV / JSON
-  points and a summary per run (:mod:`gcc_jax.predict._run`, :mod:`gcc_jax.predict._outputs`).
+- :func:`count_video` — ``count_video("clip.mp4", checkpoint=DIR)``: an iterator of
+  :class:`FramePrediction` (``frame``, ``time_s``, ``count``, ``points``, ...) per counted frame
+  of a video (PyAV, ``pip install 'gcc_jax[video]'``), frames chosen by a
+  :class:`FrameSampling` (every N-th, or a target rate); see :mod:`gcc_jax.predict._video`.
+- ``python -m gcc_jax.predict --checkpoint DIR IMAGES_OR_VIDEOS... --out OUT`` — pictures,
+  CSV / JSON points and a summary per run; per video a CSV of counts per frame, the points per
+  frame (JSON Lines), a plot and optionally an annotated video (:mod:`gcc_jax.predict._run`,
+  :mod:`gcc_jax.predict._outputs`, :mod:`gcc_jax.predict._video_outputs`).
 - ``python -m gcc_jax.predict.nwpu_submission`` — NWPU-Crowd test-set result files
   (:mod:`gcc_jax.predict.nwpu_submission`).
 
@@ -21,30 +27,58 @@ the model and resolving these settings is :mod:`gcc_jax.inference`'s.
 from gcc_jax.inference import DEFAULT_THRESHOLD, PeakSettings, resolve_localization
 from gcc_jax.predict._outputs import (
     SUMMARY_FIELDS,
+    VIDEO_SUMMARY_FIELDS,
+    annotated_picture,
     density_overlay,
     format_table,
+    format_video_table,
     points_picture,
     write_prediction,
     write_summary,
 )
 from gcc_jax.predict._predictor import IMAGE_SUFFIXES, Prediction, Predictor, count, load_image
-from gcc_jax.predict._run import expand_inputs, predict_files
+from gcc_jax.predict._run import expand_inputs, is_video, predict_files
+from gcc_jax.predict._video import (
+    VIDEO_SUFFIXES,
+    FramePrediction,
+    FrameSampling,
+    VideoDecodeError,
+    VideoFrames,
+    VideoInfo,
+    count_video,
+    video_info,
+)
+from gcc_jax.predict._video_outputs import VideoOutputs, plot_counts, predict_video
 
 __all__ = [
     "DEFAULT_THRESHOLD",
     "IMAGE_SUFFIXES",
     "SUMMARY_FIELDS",
+    "VIDEO_SUFFIXES",
+    "VIDEO_SUMMARY_FIELDS",
+    "FramePrediction",
+    "FrameSampling",
     "PeakSettings",
     "Prediction",
     "Predictor",
+    "VideoDecodeError",
+    "VideoFrames",
+    "VideoInfo",
+    "VideoOutputs",
+    "annotated_picture",
     "count",
+    "count_video",
     "density_overlay",
     "expand_inputs",
     "format_table",
-    "load_image",
+    "format_video_table",
+    "is_video",
+    "plot_counts",
     "points_picture",
     "predict_files",
+    "predict_video",
     "resolve_localization",
+    "video_info",
     "write_prediction",
     "write_summary",
 ]

@@ -13,8 +13,10 @@ Per image ``<name>`` (``OUT/<name>_...``):
 Pictures show the image at most ``max_side`` pixels on its longer side (the image is shrunk,
 the points scaled with it), so a huge input does not give a huge PNG, below a black strip with
 the count. Summary of a run:
-``OUT/summary.csv`` (one row per image) and ``OUT/summary.json`` (the rows plus the predictor's
-settings and compilation count); :func:`format_table` gives the console table.
+``OUT/summary.csv`` (one row per image), ``OUT/summary_videos.csv`` (one row per video, when
+there are videos; what is written per video is :mod:`gcc_jax.predict._video_outputs`'s) and
+``OUT/summary.json`` (the rows plus the predictor's settings and compilation count);
+:func:`format_table` and :func:`format_video_table` give the console tables.
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ from gcc_jax.predict._predictor import Prediction
 
 __all__ = [
     "SUMMARY_FIELDS",
+    "VIDEO_SUMMARY_FIELDS",
+    "annotated_picture",
     "density_overlay",
     "format_table",
+    "format_video_table",
     "points_picture",
     "write_prediction",
     "write_summary",
@@ -44,6 +49,13 @@ __all__ = [
 
 # "error" is empty for an image that was processed, else why it could not be.
 SUMMARY_FIELDS = ("image", "name", "height", "width", "count", "num_points", "num_tiles", "seconds", "error")
+# One row per video: frames decoded / counted, the count's mean and maximum over the counted
+# frames, processing time and rate; "error" as above (a damaged video's other fields describe
+# the frames that decoded).
+VIDEO_SUMMARY_FIELDS = (
+    "video", "name", "height", "width", "fps", "frames_decoded", "frames_counted", "duration_s", "mean_count",
+    "max_count", "max_count_time_s", "seconds", "frames_per_s", "error",
+)  # fmt: skip
 
 
 def _shrink(image: np.ndarray, max_side: int) -> tuple[Image.Image, float]:
@@ -69,6 +81,33 @@ def _banner(picture: Image.Image, text: str) -> Image.Image:
     return out
 
 
+def _blend_heat(picture: Image.Image, density: np.ndarray, factor: float) -> Image.Image:
+    """``density`` as a heat map blended over ``picture`` (the image shrunk by ``factor``)."""
+    peak = float(density.max()) if density.size else 0.0
+    # The map resized to the picture as if it covered density.shape · 8 pixels, then cut to
+    # the image's area (the last cells may stick out of it).
+    cells_h, cells_w = density.shape
+    full = (max(1, round(cells_w * STRIDE * factor)), max(1, round(cells_h * STRIDE * factor)))
+    heat = np.asarray(Image.fromarray(density).resize(full, Image.BILINEAR))[: picture.height, : picture.width]
+    level = np.clip(heat / peak, 0.0, 1.0) if peak > 0 else np.zeros_like(heat)
+    colour = colormaps["jet"](level)[..., :3] * 255.0
+    alpha = (0.8 * level**0.75)[..., None]
+    blended = np.asarray(picture, np.float32) * (1 - alpha) + colour * alpha
+    return Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
+
+
+def _draw_points(picture: Image.Image, points: np.ndarray, factor: float) -> None:
+    """Draws a red-and-white circle on ``picture`` (the image shrunk by ``factor``) per point."""
+    draw = ImageDraw.Draw(picture)
+    radius = max(3.0, max(picture.size) / 250)
+    width = max(1, round(radius / 3))
+    # Pixel index p spans [p, p + 1): draw at its centre.
+    for x, y in (np.asarray(points, np.float64).reshape(-1, 2) + 0.5) * factor:
+        box = (x - radius, y - radius, x + radius, y + radius)
+        draw.ellipse(box, outline=(255, 255, 255), width=width + 2)
+        draw.ellipse(box, outline=(255, 0, 0), width=width)
+
+
 def density_overlay(
     image: np.ndarray, density: np.ndarray, *, count: float | None = None, max_side: int = 2048
 ) -> np.ndarray:
@@ -91,16 +130,7 @@ def density_overlay(
     picture, factor = _shrink(image, max_side)
     density = np.asarray(density, np.float32)
     peak = float(density.max()) if density.size else 0.0
-    # The map resized to the picture as if it covered density.shape · 8 pixels, then cut to
-    # the image's area (the last cells may stick out of it).
-    cells_h, cells_w = density.shape
-    full = (max(1, round(cells_w * STRIDE * factor)), max(1, round(cells_h * STRIDE * factor)))
-    heat = np.asarray(Image.fromarray(density).resize(full, Image.BILINEAR))[: picture.height, : picture.width]
-    level = np.clip(heat / peak, 0.0, 1.0) if peak > 0 else np.zeros_like(heat)
-    colour = colormaps["jet"](level)[..., :3] * 255.0
-    alpha = (0.8 * level**0.75)[..., None]
-    blended = np.asarray(picture, np.float32) * (1 - alpha) + colour * alpha
-    out = Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
+    out = _blend_heat(picture, density, factor)
     count = float(density.sum()) if count is None else count
     return np.asarray(_banner(out, f"count {count:.1f}   (max {peak:.3g} per cell)"))
 
@@ -120,15 +150,30 @@ def points_picture(
       uint8 ``[strip + h', w', 3]`` picture (as :func:`density_overlay`).
     """
     picture, factor = _shrink(image, max_side)
-    draw = ImageDraw.Draw(picture)
-    radius = max(3.0, max(picture.size) / 250)
-    width = max(1, round(radius / 3))
-    # Pixel index p spans [p, p + 1): draw at its centre.
-    for x, y in (np.asarray(points, np.float64).reshape(-1, 2) + 0.5) * factor:
-        box = (x - radius, y - radius, x + radius, y + radius)
-        draw.ellipse(box, outline=(255, 255, 255), width=width + 2)
-        draw.ellipse(box, outline=(255, 0, 0), width=width)
+    _draw_points(picture, points, factor)
     return np.asarray(_banner(picture, label if label is not None else f"{len(points)} heads"))
+
+
+def annotated_picture(
+    image: np.ndarray, density: np.ndarray, points: np.ndarray, *, label: str, max_side: int = 2048
+) -> np.ndarray:
+    """The density heat map (as :func:`density_overlay`) and the head circles (as
+    :func:`points_picture`) on one picture, below a banner with ``label``.
+
+    Args:
+      image: uint8 ``[h, w, 3]``.
+      density: ``[ceil(h/8), ceil(w/8)]`` density map.
+      points: ``[n, 2]`` ``(x, y)`` image pixels.
+      label: banner text.
+      max_side: longest side of the picture in pixels.
+
+    Returns:
+      uint8 ``[strip + h', w', 3]`` picture (as :func:`density_overlay`).
+    """
+    picture, factor = _shrink(image, max_side)
+    picture = _blend_heat(picture, np.asarray(density, np.float32), factor)
+    _draw_points(picture, points, factor)
+    return np.asarray(_banner(picture, label))
 
 
 def write_prediction(
@@ -188,22 +233,37 @@ def write_prediction(
 def write_summary(
     rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike, *, settings: Mapping[str, Any]
 ) -> tuple[pathlib.Path, pathlib.Path]:
-    """Writes ``summary.csv`` (columns :data:`SUMMARY_FIELDS`) and ``summary.json``
-    (``{"settings": ..., "images": rows}``) and returns their paths."""
+    """Writes ``summary.csv`` (the image rows, columns :data:`SUMMARY_FIELDS`), for a run with
+    videos ``summary_videos.csv`` (the video rows, columns
+    :data:`VIDEO_SUMMARY_FIELDS`), and ``summary.json``
+    (``{"settings": ..., "images": [...], "videos": [...]}``); returns the paths of
+    ``summary.csv`` and ``summary.json``.
+
+    A row with a ``"video"`` entry is a video's, any other an image's.
+    """
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    images = [row for row in rows if "video" not in row]
+    videos = [row for row in rows if "video" in row]
     csv_path, json_path = out_dir / "summary.csv", out_dir / "summary.json"
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=SUMMARY_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    json_path.write_text(json.dumps({"settings": dict(settings), "images": list(rows)}, indent=2) + "\n")
+    tables = [(csv_path, SUMMARY_FIELDS, images)]
+    if videos:
+        tables.append((out_dir / "summary_videos.csv", VIDEO_SUMMARY_FIELDS, videos))
+    for path, fields, table in tables:
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(table)
+    record = {"settings": dict(settings), "images": images, "videos": videos}
+    json_path.write_text(json.dumps(record, indent=2) + "\n")
     return csv_path, json_path
 
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """A plain-text table of the summary rows (name, size, count, heads, tiles, seconds)
-    with a total line over the images that were processed; a failed image shows ``failed``."""
+    with a total line over the images that were processed; a failed image shows ``failed``.
+    Video rows are left out (:func:`format_video_table`)."""
+    rows = [r for r in rows if "video" not in r]
     header = ("image", "size (h x w)", "count", "heads", "tiles", "seconds")
     done = [r for r in rows if not r.get("error")]
     lines = [
@@ -226,3 +286,28 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
     rule = "-" * len(fmt(header))
     return "\n".join([fmt(header), rule, *map(fmt, lines), rule, fmt(total)])
+
+
+def format_video_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A plain-text table of the video rows of a summary (name, size, frames counted /
+    decoded, mean and maximum count, frames per second); a damaged video is marked ``error``."""
+    header = ("video", "size (h x w)", "frames", "mean count", "max count (at s)", "frames/s", "")
+    lines = []
+    for r in rows:
+        if "video" not in r:
+            continue
+        counted = bool(r.get("frames_counted"))
+        lines.append((
+            str(r["name"]), f"{r['height']} x {r['width']}" if r.get("height") else "",
+            f"{r.get('frames_counted') or 0}/{r.get('frames_decoded') or 0}",
+            f"{r['mean_count']:.1f}" if counted else "",
+            f"{r['max_count']:.1f} ({r['max_count_time_s']:.2f})" if counted else "",
+            f"{r['frames_per_s']:.2f}" if counted else "", "error" if r.get("error") else "",
+        ))  # fmt: skip
+    widths = [max(len(row[k]) for row in (header, *lines)) for k in range(len(header))]
+
+    def fmt(row):
+        cells = (cell.ljust(width) if k == 0 else cell.rjust(width) for k, (cell, width) in enumerate(zip(row, widths)))
+        return "  ".join(cells).rstrip()
+
+    return "\n".join([fmt(header), "-" * len(fmt(header)), *map(fmt, lines)])

@@ -1,16 +1,21 @@
-"""``python -m gcc_jax.predict``: count and locate the people in image files.
+"""``python -m gcc_jax.predict``: count and locate the people in image and video files.
 
     python -m gcc_jax.predict --checkpoint runs/synthetic crowd.jpg more/ --out predictions/
     python -m gcc_jax.predict --checkpoint runs/gl_qnrf_model_dir photos/ --out out/ --threshold 0.1
+    python -m gcc_jax.predict --checkpoint runs/synthetic clip.mp4 --out out/ --fps 2 --annotate
 
 ``--checkpoint`` is a training workdir (its ``--which`` checkpoint, default the best, and its
 saved config) or a model directory (``python -m gcc_jax.convert_weights``). Inputs are image
-files or folders (their ``.jpg``/``.jpeg``/``.png``/``.bmp``/``.tif``/``.tiff``/``.webp`` files,
-not recursive). Per image it writes the files of :mod:`gcc_jax.predict._outputs` into
-``--out``, then ``summary.csv`` / ``summary.json``, and prints a table with the number of
-compiled programs. An image that cannot be read or processed is named on one ``error:`` line
-and listed in the summary with the reason; the others are processed all the same, and the
-command then exits with status 1. The peak threshold is ``--threshold``, else the one
+and video files or folders (their ``.jpg``/``.jpeg``/``.png``/``.bmp``/``.tif``/``.tiff``/
+``.webp`` images and ``.mp4``/``.mov``/``.avi``/``.mkv``/``.webm`` videos, any case, not
+recursive). Per image it writes the files of :mod:`gcc_jax.predict._outputs` into ``--out``,
+per video those of :mod:`gcc_jax.predict._video_outputs` (frames chosen by ``--every`` or
+``--fps``, ``--annotate`` for the annotated video; a progress bar on stderr), then
+``summary.csv`` (``summary_videos.csv``) / ``summary.json``, and prints a table with the number
+of compiled programs. An image or video that cannot be read or processed is named on one
+``error:`` line and listed in the summary with the reason (a damaged video keeps the files of
+the frames that decoded); the others are processed all the same, and the command then exits
+with status 1. The peak threshold is ``--threshold``, else the one
 ``python -m gcc_jax.evaluate --choose_threshold`` stored with the checkpoint, else the
 config's, else GL's recipe (:data:`gcc_jax.localization.DEFAULT_THRESHOLD`). Each head gets
 one point (``--no-one_per_plateau`` gives every pixel of a plateau of equal maxima, the
@@ -30,30 +35,47 @@ from typing import Any
 
 from gcc_jax import cli
 from gcc_jax.localization import DEFAULT_THRESHOLD
-from gcc_jax.predict._outputs import format_table, write_prediction, write_summary
+from gcc_jax.predict._outputs import (
+    VIDEO_SUMMARY_FIELDS,
+    format_table,
+    format_video_table,
+    write_prediction,
+    write_summary,
+)
 from gcc_jax.predict._predictor import IMAGE_SUFFIXES, Predictor, load_image
+from gcc_jax.predict._video import VIDEO_SUFFIXES, FrameSampling
+from gcc_jax.predict._video_outputs import predict_video
 
-__all__ = ["expand_inputs", "main", "predict_files"]
+__all__ = ["expand_inputs", "is_video", "main", "predict_files"]
+
+_SUFFIXES = IMAGE_SUFFIXES + VIDEO_SUFFIXES
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    """Whether predict treats ``path`` as a video: its suffix, in any case, is one of
+    :data:`~gcc_jax.predict.VIDEO_SUFFIXES`."""
+    return pathlib.Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
 def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[pathlib.Path]:
-    """Image files of ``inputs``: files as given, folders replaced by their image files
-    (:data:`~gcc_jax.predict.IMAGE_SUFFIXES`, sorted by name, not recursive).
+    """Image and video files of ``inputs``: files as given, folders replaced by their image and
+    video files (:data:`~gcc_jax.predict.IMAGE_SUFFIXES`,
+    :data:`~gcc_jax.predict.VIDEO_SUFFIXES`, any case, sorted by name, not recursive).
 
     Raises:
       FileNotFoundError: an input that does not exist.
-      ValueError: no image at all.
+      ValueError: no file at all.
     """
     files = []
     for item in map(pathlib.Path, inputs):
         if item.is_dir():
-            files += sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files += sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in _SUFFIXES)
         elif item.is_file():
             files.append(item)
         else:
             raise FileNotFoundError(f"input {item} does not exist")
     if not files:
-        raise ValueError(f"no image files in {[str(i) for i in inputs]} (suffixes {IMAGE_SUFFIXES})")
+        raise ValueError(f"no image or video files in {[str(i) for i in inputs]} (suffixes {_SUFFIXES})")
     return files
 
 
@@ -77,27 +99,43 @@ def predict_files(
     progress: Callable[[str], None] | None = None,
     settings: Mapping[str, Any] | None = None,
     report_failure: Callable[[pathlib.Path, str], None] | None = None,
+    sampling: FrameSampling = FrameSampling(),
+    annotate: bool = False,
+    video_progress: bool = False,
 ) -> list[dict]:
-    """Runs ``predictor`` on image files and writes every output into ``out_dir``.
+    """Runs ``predictor`` on image and video files and writes every output into ``out_dir``.
 
     Args:
-      files: image paths (see :func:`expand_inputs`).
+      files: image and video paths (see :func:`expand_inputs`; videos by :func:`is_video`).
       predictor: the loaded model.
       out_dir: output folder.
-      max_side: longest side of the pictures.
-      progress: called with a line per image (e.g. ``print``).
+      max_side: longest side of the pictures (and of the annotated video frames).
+      progress: called with a line per image or video (e.g. ``print``).
       settings: extra entries for ``summary.json``'s settings (e.g. the checkpoint), beside
         :meth:`Predictor.describe`.
-      report_failure: called with ``(path, reason)`` for each image that could not be processed
-        (unreadable, truncated, not an image); the other images are processed all the same.
+      report_failure: called with ``(path, reason)`` for each file that could not be processed
+        (unreadable, truncated, not an image / a video; a damaged video after its frames that
+        decoded were counted); the other files are processed all the same.
+      sampling: which frames of a video are counted.
+      annotate: also write each video's annotated video.
+      video_progress: draw a progress bar per video on stderr.
 
     Returns:
-      The summary rows (:data:`~gcc_jax.predict.SUMMARY_FIELDS`), also written as
-      ``summary.csv`` / ``summary.json``; a failed image's row holds its ``error``.
+      The summary rows, also written as ``summary.csv`` / ``summary_videos.csv`` /
+      ``summary.json``: per image :data:`~gcc_jax.predict.SUMMARY_FIELDS`, per video
+      :data:`~gcc_jax.predict.VIDEO_SUMMARY_FIELDS`; a failed file's row holds its ``error``.
     """
     files = [pathlib.Path(f) for f in files]
     rows = []
     for path, name in zip(files, _unique_names(files)):
+        if is_video(path):
+            rows.append(
+                _predict_video_file(
+                    path, name, predictor, out_dir, sampling=sampling, annotate=annotate, max_side=max_side,
+                    progress=progress, video_progress=video_progress, report_failure=report_failure,
+                )  # fmt: skip
+            )
+            continue
         start = time.perf_counter()
         try:
             image = load_image(path)
@@ -121,15 +159,42 @@ def predict_files(
         rows.append(row)
         if progress is not None:
             progress(f"{name}: count {prediction.count:.1f}, {len(prediction.points)} heads ({seconds:.2f} s)")
-    write_summary(rows, out_dir, settings={**(settings or {}), **predictor.describe()})
+    settings = {**(settings or {}), **predictor.describe()}
+    if any(map(is_video, files)):
+        settings.update(frame_every=sampling.every, frame_fps=sampling.fps, annotate=annotate)
+    write_summary(rows, out_dir, settings=settings)
     return rows
+
+
+def _predict_video_file(
+    path: pathlib.Path, name: str, predictor: Predictor, out_dir, *, progress, video_progress, report_failure, **options
+) -> dict:
+    """:func:`predict_video` on one file of :func:`predict_files`, with its failures reported
+    the same way as an image's."""
+    try:
+        row = predict_video(
+            path, predictor, out_dir, name=name, progress=video_progress, report_failure=report_failure, **options
+        )
+    except Exception as err:  # not a video at all: no frame, no file written
+        reason = cli.error_line(err).removeprefix(f"{path}: ")
+        if report_failure is not None:
+            report_failure(path, reason)
+        return {**dict.fromkeys(VIDEO_SUMMARY_FIELDS), "video": str(path), "name": name, "frames_decoded": 0,
+                "frames_counted": 0, "error": reason}  # fmt: skip
+    if progress is not None and row["frames_counted"]:
+        progress(
+            f"{name}: {row['frames_counted']} of {row['frames_decoded']} frames counted, mean count "
+            f"{row['mean_count']:.1f}, max {row['max_count']:.1f} at {row['max_count_time_s']:.2f} s "
+            f"({row['seconds']:.2f} s, {row['frames_per_s']:.2f} frames/s)"
+        )
+    return row
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m gcc_jax.predict", description="Count and locate people in images with a trained model."
+        prog="python -m gcc_jax.predict", description="Count and locate people in images and videos with a trained model."
     )
-    parser.add_argument("inputs", nargs="+", help="image files and/or folders of images")
+    parser.add_argument("inputs", nargs="+", help="image and video files and/or folders of them")
     parser.add_argument("--checkpoint", required=True, help="training workdir or model directory")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--which", default="best", help="best | latest | STEP (training workdirs)")
@@ -144,6 +209,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--overlap", type=int, default=256, help="pixels shared by neighbouring tiles")
     parser.add_argument("--bucket", type=int, default=128, help="image sides are padded to a multiple of this")
     parser.add_argument("--max_side", type=int, default=2048, help="longest side of the output pictures")
+    video = parser.add_argument_group("videos")
+    video.add_argument("--every", type=int, default=1, help="count every N-th frame of a video (default: all)")
+    video.add_argument("--fps", type=float, default=None, help="count at most this many frames per second of video")
+    video.add_argument("--annotate", action="store_true", help="also write <name>_annotated.mp4 per video")
+    video.add_argument("--noprogress", action="store_true", help="no progress bar for videos")
     cli.add_debug_argument(parser)
     return parser
 
@@ -159,13 +229,15 @@ def _predict(args: argparse.Namespace) -> int:
     out = pathlib.Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder for the outputs")
+    sampling = FrameSampling(every=args.every, fps=args.fps)
     files = expand_inputs(args.inputs)
     predictor = Predictor.from_checkpoint(
         args.checkpoint, which=args.which, threshold=args.threshold, pixel_offset=args.pixel_offset,
         one_per_plateau=args.one_per_plateau, tile_size=args.tile_size, overlap=args.overlap, bucket=args.bucket,
     )  # fmt: skip
+    videos = sum(map(is_video, files))
     print(
-        f"{len(files)} image(s); checkpoint {args.checkpoint} (step {predictor.step}); threshold "
+        f"{len(files) - videos} image(s), {videos} video(s); checkpoint {args.checkpoint} (step {predictor.step}); threshold "
         f"{predictor.threshold:g} ({predictor.threshold_source}), pixel offset {predictor.pixel_offset:g}, "
         f"one point per plateau: {predictor.one_per_plateau}",
         flush=True,
@@ -174,12 +246,21 @@ def _predict(args: argparse.Namespace) -> int:
         files, predictor, args.out, max_side=args.max_side, progress=lambda line: print(line, flush=True),
         settings={"checkpoint": str(args.checkpoint), "which": args.which},
         report_failure=lambda path, reason: print(f"error: {path}: {reason}", file=sys.stderr, flush=True),
+        sampling=sampling, annotate=args.annotate, video_progress=not args.noprogress,
     )  # fmt: skip
-    print(format_table(rows))
-    print(f"{predictor.num_compilations} compiled program(s) for {len(rows)} image(s); outputs in {args.out}")
+    if videos < len(rows):
+        print(format_table(rows))
+    if videos:
+        print(format_video_table(rows))
+    print(
+        f"{predictor.num_compilations} compiled program(s) for {len(rows) - videos} image(s), {videos} video(s); "
+        f"outputs in {args.out}"
+    )
     failed = [r for r in rows if r["error"]]
     if failed:
-        print(f"error: {len(failed)} of {len(rows)} image(s) could not be processed (see summary.csv)", file=sys.stderr)
+        tables = "summary.csv" if videos == 0 else "summary_videos.csv" if videos == len(rows) else "the summaries"
+        kind = "image(s)" if videos == 0 else "video(s)" if videos == len(rows) else "file(s)"
+        print(f"error: {len(failed)} of {len(rows)} {kind} could not be processed (see {tables})", file=sys.stderr)
         return 1
     return 0
 

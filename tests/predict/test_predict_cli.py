@@ -61,7 +61,7 @@ def test_inputs_must_exist_and_hold_images(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         expand_inputs([tmp_path / "missing.jpg"])
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(ValueError, match="no image files"):
+    with pytest.raises(ValueError, match="no image or video files"):
         expand_inputs([tmp_path])
 
 
