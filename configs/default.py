@@ -109,7 +109,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # model head follows the loss's official code (gcc_jax.models.OFFICIAL_HEADS).
     config.loss.name = "gl"
     # GL hyper-parameters: the official train.py defaults (docs/losses.md); see
-    # gcc_jax.losses.generalized_loss for each.
+    # gcc_jax.losses.GLHyperParameters for each.
     config.loss.gl = ml_collections.ConfigDict()
     config.loss.gl.cost = "per"  # "per" (perspective-guided) or "exp"
     config.loss.gl.scale = 0.6  # length scale of the "exp" cost (normalised units)

@@ -1,6 +1,6 @@
 """Every shipped config loads, checks, shrinks with :runlocal, and rejects unknown overrides."""
 
-import inspect
+import dataclasses
 import json
 import pathlib
 
@@ -104,27 +104,20 @@ def test_check_config_names_the_field():
         check_config(config)
 
 
-def _defaults(function, skip):
+def _defaults(hyper_parameters_type):
+    """The hyper-parameter defaults a loss carries, but the stride (the model's, not the loss's)."""
     return {
-        name: p.default
-        for name, p in inspect.signature(function).parameters.items()
-        if p.default is not inspect.Parameter.empty and name not in skip
+        field.name: field.default
+        for field in dataclasses.fields(hyper_parameters_type)
+        if field.default is not dataclasses.MISSING and field.name != "stride"
     }
 
 
-@pytest.mark.parametrize(
-    "name, function, skip",
-    [
-        ("gl", losses.generalized_loss, {"stride"}),
-        ("bl", losses.bayesian_loss, {"stride", "targets"}),
-        ("dm_count", losses.dm_count_loss, {"stride"}),
-        ("l2", losses.l2_loss, {"stride"}),
-    ],
-)
-def test_loss_blocks_hold_the_losses_defaults(name, function, skip):
+@pytest.mark.parametrize("name", losses.LOSS_NAMES)
+def test_loss_blocks_hold_the_losses_defaults(name):
     """The config's loss blocks are the references' defaults, which the loss functions carry."""
     block = _config(CONFIG_DIR / "default.py").loss[name].to_dict()
-    assert block == _defaults(function, skip)
+    assert block == _defaults(losses.get_loss(name).hyper_parameters_type)
 
 
 def test_synthetic_block_matches_the_options():
@@ -144,3 +137,17 @@ def test_a_workdir_saved_before_the_schedule_rename_loads(tmp_path):
     upgraded = upgrade_saved_config(config)
     assert upgraded["optimizer"]["schedule"] == "cosine" and "decay" not in upgraded["optimizer"]
     assert config["optimizer"]["decay"] == "cosine"  # the argument is left as it was
+
+
+def test_a_workdir_saved_before_the_loader_and_the_image_cache_loads(tmp_path):
+    """Fields added since a run was saved get the value that run used without them (tf.data,
+    no image cache, a constant rate), so code reads every field directly."""
+    config = resolve_recipe(_config(CONFIG_DIR / "synthetic.py")).to_dict()
+    del config["dataset"]["loader"], config["dataset"]["image_cache_mib"], config["optimizer"]["schedule"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = load_workdir_config(tmp_path)
+    assert (loaded.dataset.loader, loaded.dataset.image_cache_mib, loaded.optimizer.schedule) == ("tf.data", 0, "constant")
+    check_config(loaded)
+    # A field that is there is kept.
+    config["dataset"]["loader"] = "grain"
+    assert upgrade_saved_config(config)["dataset"]["loader"] == "grain"

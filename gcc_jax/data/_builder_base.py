@@ -20,6 +20,7 @@ import warnings
 from typing import Callable, Iterator
 
 import numpy as np
+import scipy.io
 import tensorflow_datasets as tfds
 from PIL import Image
 
@@ -31,7 +32,9 @@ __all__ = [
     "as_points",
     "child_dir",
     "find_root",
+    "load_mat",
     "natural_key",
+    "paired_files",
     "read_image",
 ]
 
@@ -64,6 +67,41 @@ class BadExampleError(ValueError):
 def natural_key(name: str):
     """Sort key that orders ``IMG_2`` before ``IMG_10``."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def load_mat(path: pathlib.Path) -> dict:
+    """The variables of a MATLAB annotation file (``scipy.io.loadmat``).
+
+    Raises:
+      BadExampleError: the file is missing, empty (0 bytes) or not a readable ``.mat`` file.
+    """
+    if not path.is_file():
+        raise BadExampleError(path, "annotation file is missing")
+    if path.stat().st_size == 0:
+        raise BadExampleError(path, "annotation file is empty (0 bytes)")
+    try:
+        return scipy.io.loadmat(path)
+    except Exception as error:  # scipy raises many types (ValueError, TypeError, OSError…)
+        raise BadExampleError(path, f"cannot read the .mat file ({type(error).__name__}: {error})") from error
+
+
+def paired_files(image_path, annotation_path, *, missing_image: str, missing_annotation: str):
+    """``(image_path, annotation_path)`` of one example whose two files were found by name.
+
+    Args:
+      image_path: the image file, ``None`` when none was found.
+      annotation_path: its annotation file, ``None`` when none was found.
+      missing_image: the problem reported when the image is missing.
+      missing_annotation: the problem reported when the annotation is missing.
+
+    Raises:
+      BadExampleError: one of the two is missing; it names the file that is there.
+    """
+    if annotation_path is None:
+        raise BadExampleError(image_path, missing_annotation)
+    if image_path is None:
+        raise BadExampleError(annotation_path, missing_image)
+    return image_path, annotation_path
 
 
 def read_image(path) -> tuple[bytes, int, int]:

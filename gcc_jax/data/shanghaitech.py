@@ -21,7 +21,6 @@ import pathlib
 import re
 
 import numpy as np
-import scipy.io
 import tensorflow_datasets as tfds
 
 from gcc_jax.data import _builder_base as base
@@ -61,14 +60,7 @@ def read_shanghaitech_mat(path) -> np.ndarray:
         ``image_info[0, 0][0, 0]['location']``.
     """
     path = pathlib.Path(path)
-    if not path.is_file():
-        raise base.BadExampleError(path, "annotation file is missing")
-    if path.stat().st_size == 0:
-        raise base.BadExampleError(path, "annotation file is empty (0 bytes)")
-    try:
-        mat = scipy.io.loadmat(path)
-    except Exception as error:  # scipy raises many types (ValueError, TypeError, OSError…)
-        raise base.BadExampleError(path, f"cannot read the .mat file ({type(error).__name__}: {error})") from error
+    mat = base.load_mat(path)
     if "image_info" not in mat:
         raise base.BadExampleError(
             path, f"no 'image_info' variable (found {sorted(k for k in mat if not k.startswith('__'))})"
@@ -176,12 +168,11 @@ class Shanghaitech(base.CrowdBuilder):
             _log.info("%s: %d images (the full release has %d)", folder, len(stems), expected)
 
         def make(stem):
-            image_path = images.get(stem)
-            gt_path = annotations.get(stem)
-            if gt_path is None:
-                raise base.BadExampleError(image_path, f"annotation file GT_{stem}.mat is missing in {gt_dir}")
-            if image_path is None:
-                raise base.BadExampleError(gt_path, f"image {stem}.jpg is missing in {images_dir}")
+            image_path, gt_path = base.paired_files(
+                images.get(stem), annotations.get(stem),
+                missing_image=f"image {stem}.jpg is missing in {images_dir}",
+                missing_annotation=f"annotation file GT_{stem}.mat is missing in {gt_dir}",
+            )  # fmt: skip
             return self._example_with_points(split, image_path, read_shanghaitech_mat(gt_path), gt_path)[0]
 
         yield from self._guarded(split, ((stem, (lambda s=stem: make(s))) for stem in stems))

@@ -22,7 +22,6 @@ import pathlib
 import re
 
 import numpy as np
-import scipy.io
 import tensorflow_datasets as tfds
 
 from gcc_jax.data import _builder_base as base
@@ -68,14 +67,7 @@ def read_ann_points_mat(path, key: str = "annPoints") -> np.ndarray:
       BadExampleError: the file is missing, empty, unreadable or lacks ``key``.
     """
     path = pathlib.Path(path)
-    if not path.is_file():
-        raise base.BadExampleError(path, "annotation file is missing")
-    if path.stat().st_size == 0:
-        raise base.BadExampleError(path, "annotation file is empty (0 bytes)")
-    try:
-        mat = scipy.io.loadmat(path)
-    except Exception as error:  # scipy raises many types (ValueError, TypeError, OSError…)
-        raise base.BadExampleError(path, f"cannot read the .mat file ({type(error).__name__}: {error})") from error
+    mat = base.load_mat(path)
     if key not in mat:
         raise base.BadExampleError(path, f"no {key!r} variable (found {sorted(k for k in mat if not k.startswith('__'))})")
     return base.as_points(mat[key], path, key)
@@ -133,12 +125,11 @@ class UcfQnrf(base.CrowdBuilder):
         numbers = sorted(n for n in set(images) | set(annotations) if wanted(n))
 
         def make(number):
-            image_path = images.get(number)
-            ann_path = annotations.get(number)
-            if ann_path is None:
-                raise base.BadExampleError(image_path, f"annotation file img_{number:04d}_ann.mat is missing")
-            if image_path is None:
-                raise base.BadExampleError(ann_path, f"image img_{number:04d}.jpg is missing")
+            image_path, ann_path = base.paired_files(
+                images.get(number), annotations.get(number),
+                missing_image=f"image img_{number:04d}.jpg is missing",
+                missing_annotation=f"annotation file img_{number:04d}_ann.mat is missing",
+            )  # fmt: skip
             return self._example_with_points(split, image_path, read_ann_points_mat(ann_path), ann_path)[0]
 
         yield from self._guarded(split, ((f"img_{n:04d}", (lambda n=n: make(n))) for n in numbers))

@@ -1,6 +1,8 @@
 """The loss registry (batch entries, hyper-parameters, reductions) and the heads of the official
 networks (kept with the models, one per registered loss)."""
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -95,3 +97,29 @@ def test_dm_count_reduction_sums_the_ot_term():
 def test_a_loss_that_needs_the_crop_size_says_so():
     with pytest.raises(ValueError, match="'gl' needs crop_size"):
         losses.get_loss("gl").hyper_parameters({}, stride=8)
+
+
+@pytest.mark.parametrize("name", losses.LOSS_NAMES)
+def test_hyper_parameters_are_frozen_checked_and_hashable(name):
+    """One object per loss: equal settings written differently are equal (one jit cache entry),
+    fields cannot be changed, a bad value or an unknown keyword fails when the object is made."""
+    loss = losses.get_loss(name)
+    one = loss.hyper_parameters({}, stride=8, crop_size=128)
+    other = loss.hyper_parameters({}, stride=8.0, crop_size=128.0)
+    assert one == other and hash(one) == hash(other)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        one.stride = 4
+    with pytest.raises(ValueError, match="stride"):
+        loss.hyper_parameters({}, stride=-8, crop_size=128)
+    with pytest.raises(TypeError, match="blurr"):
+        loss.hyper_parameters({"blurr": 0.1}, stride=8, crop_size=128)
+
+
+def test_gl_hyper_parameters_are_written_once():
+    """generalized_loss and generalized_loss_potentials take exactly the fields of
+    GLHyperParameters, whose defaults are the official train.py's."""
+    hyper = losses.GLHyperParameters(crop_size=512)
+    assert (hyper.cost, hyper.blur, hyper.reach, hyper.scaling, hyper.tau) == (losses.perspective_cost, 0.01, 0.5, 0.5, 0.1)
+    for function in (losses.generalized_loss, losses.generalized_loss_potentials):
+        with pytest.raises(TypeError, match="crop_size"):
+            function(jnp.zeros((1, 2, 2)), jnp.zeros((1, 1, 2)), jnp.ones((1, 1), bool))

@@ -19,7 +19,8 @@ from tolerances import EPS32
 
 def _optimizer_config(**overrides):
     config = ml_collections.ConfigDict(
-        {"learning_rate": 1e-2, "weight_decay": 0.1, "warmup_epochs": 0, "b1": 0.9, "b2": 0.999, "eps": 1e-8}
+        {"learning_rate": 1e-2, "weight_decay": 0.1, "warmup_epochs": 0, "schedule": "constant", "b1": 0.9,
+         "b2": 0.999, "eps": 1e-8}
     )
     config.update(overrides)
     return config
@@ -142,3 +143,11 @@ def test_train_state_from_init_checkpoint(tmp_path):
     config.model.width = 1 / 8
     with pytest.raises(ValueError, match="width"):
         create_train_state(config, create_model(config), tx, create_mesh())
+
+
+def test_an_unresolved_recipe_is_named_not_a_deep_optax_error():
+    config = _optimizer_config(weight_decay=None, learning_rate=None)
+    with pytest.raises(ValueError, match=r"config.optimizer.weight_decay unset: resolve .*resolve_recipe"):
+        create_optimizer(config, lambda step: 1e-3)
+    with pytest.raises(ValueError, match=r"config.optimizer.learning_rate unset"):
+        create_learning_rate_fn(config, steps_per_epoch=1)
