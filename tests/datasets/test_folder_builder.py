@@ -231,6 +231,8 @@ def test_build_command_prints_the_counts_and_the_pipelines_read_the_folder(tmp_p
     assert counts["ignored_files"] == 1
     batches = list(make_eval_dataset("folder", split="val", data_dir=tmp_path / "tfds", batch_size=1, loader=loader))
     assert [float(b["count"][0]) for b in batches] == [3.0]
+    with pytest.raises(ValueError, match=r"folder has no split 'test' \(in 'test\[:2\]'\); splits: train, val \(as prepared in"):
+        make_eval_dataset("folder", split="test[:2]", data_dir=tmp_path / "tfds", loader=loader)
     with pytest.raises(SystemExit):
         build_main(["--dataset", "ucf_qnrf", "--manual_dir", str(root), "--missing_annotation", "empty"])
     assert "--missing_annotation apply to --dataset folder only" in capsys.readouterr().err
