@@ -148,7 +148,8 @@ def test_image_formats_and_exif_orientation(tmp_path):
         exif = image.getexif()
         exif[0x0112] = 6
         image.save(sideways, exif=exif, quality=95)
-    write_points_csv(root / "test" / "phone.csv", [[3, 25]])  # upright coordinates: 20 wide, 30 high
+    # LabelMe shows the photo upright: 20 wide, 30 high.
+    write_labelme_json(root / "test" / "phone.json", "phone.jpg", [[3, 25]], 30, 20)
     with Image.open(sideways) as image:
         upright = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     builder = build_dataset("folder", manual_dir=root, data_dir=tmp_path / "tfds")
@@ -158,6 +159,14 @@ def test_image_formats_and_exif_orientation(tmp_path):
     assert upright.shape == (30, 20, 3)
     np.testing.assert_array_equal(phone["image"], upright)
     np.testing.assert_array_equal(phone["points"], [[3, 25]])  # inside the upright image, kept
+    # Annotated by a tool that showed it sideways, or on a resized copy: named, not trusted.
+    write_labelme_json(root / "test" / "phone.json", "phone.jpg", [[3, 5]], 20, 30)
+    with pytest.raises(BadExampleError, match=r"phone\.json: annotates a 30x20 image, but test/phone\.jpg is 20x30 .*turned by 90"):
+        build_dataset("folder", manual_dir=root, data_dir=tmp_path / "sideways")
+    write_cvat_xml(root / "annotations.xml", [("test/phone.jpg", 15, 10, [[1, 2]], [])])
+    (root / "test" / "phone.json").unlink()
+    with pytest.raises(BadExampleError, match=r"annotations\.xml: annotates a 10x15 image, but test/phone\.jpg is 20x30"):
+        build_dataset("folder", manual_dir=root, data_dir=tmp_path / "resized")
 
 
 def test_missing_annotations_are_listed_or_taken_as_background(tmp_path):
