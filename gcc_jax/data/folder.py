@@ -175,7 +175,7 @@ class CrowdFolder(base.CrowdBuilder):
                 "or ShanghaiTech / UCF-QNRF .mat). Images as stored (EXIF-rotated photos upright); points "
                 "are (x, y) pixels; image/filename is the path relative to the folder."
             ),
-            homepage="https://github.com/jia-wan/GeneralizedLoss-Counting-Pytorch",
+            homepage="",  # the user's own data: no page, no citation
             citation="",
         )
 
