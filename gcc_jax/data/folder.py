@@ -205,8 +205,10 @@ class CrowdFolder(base.CrowdBuilder):
         }
         if scan.ignored_files:
             self._ignore_files("all", root, scan.ignored_files)
-        for annotation_file, name in scan.unmatched:
-            self._warn("all", root / annotation_file, f"names {name!r}, which is no image of the folder")
+        for annotation_file, name in scan.unmatched:  # already logged by the scan
+            metadata["warnings"].append(
+                {"split": "all", "file": str(root / annotation_file), "problem": f"names {name!r}, which is no image of the folder"}
+            )
         for split in _SPLITS:
             if split not in assignment:
                 _log.warning("%s: no image goes to the %s split; it is not written", root, split)

@@ -97,8 +97,8 @@ MISSING_ANNOTATION_POLICIES = ("error", "empty")
 _MAT_FOLDERS = ("ground-truth", "ground_truth")
 _IMAGE_COLUMNS = ("image", "filename", "file", "image_name")
 _SEPARATORS = re.compile(r"[,;\s]+")
-# CVAT 1.1 shape elements of an <image>; only <points> carries heads.
-_CVAT_SHAPES = ("box", "polygon", "polyline", "points", "ellipse", "cuboid", "mask", "skeleton", "tag")
+# CVAT 1.1 elements of an <image> besides <points> (the heads): counted as unused shapes.
+_CVAT_SHAPES = ("box", "polygon", "polyline", "ellipse", "cuboid", "mask", "skeleton", "tag")
 
 
 @dataclasses.dataclass(frozen=True)
