@@ -220,7 +220,7 @@ def choose_localization_threshold(
     :func:`gcc_jax.localization.choose_threshold` over the annotated records, with the radii
     of the setting ``options.choose_on`` (see :func:`localization_radii`), so the F1 it
     reports equals the ``loc/f1_<setting>`` of
-    :func:`gcc_jax.training.evaluate_records` at the chosen threshold.
+    :func:`gcc_jax.training.evaluation.evaluate_records` at the chosen threshold.
     Runs on this process's records only.
 
     Args:
