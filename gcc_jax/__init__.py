@@ -8,6 +8,8 @@ Subpackages and modules, in the order they depend on each other:
   training      the data-parallel training program (``train_and_evaluate``).
   localization, localization_scoring, metrics
                 density maps to head points; counting and localization metrics.
+  image_results, localization_pictures
+                per-image evaluation rows (CSV) and pictures of found / missed / false heads.
   inference     a trained model loaded from a workdir or a model directory; evaluation of it.
   predict, evaluate, convert_weights
                 the commands (``python -m gcc_jax.<name>``); ``cli`` is their shared error

@@ -339,7 +339,7 @@ def evaluate_checkpoint(
         (:func:`threshold_path`) and report the metrics at it.
       progress: show a progress bar (images done, rate, time left) on stderr.
       on_image: called with each image's record and matches as it is scored
-        (:func:`gcc_jax.training.evaluate_records`), e.g. a :class:`gcc_jax.image_results.ImageResults`.
+        (:func:`gcc_jax.training.evaluation.evaluate_records`), e.g. a :class:`gcc_jax.image_results.ImageResults`.
       source: evaluate these examples instead of the split, e.g. a raw annotated folder
         (:class:`gcc_jax.data.raw_folder_source.AnnotatedFolderSource`); ``split`` then only
         names them in the result. Without a ``workdir`` (whose cached mean training count is

@@ -187,3 +187,18 @@ def test_evaluate_command_writes_rows_and_pictures_beside_its_json(tmp_path):
         with Image.open(path) as picture:
             assert picture.size[0] >= 96 and picture.size[1] > 64
     assert "per-image results (3 images)" in result.stderr and "2 pictures" in result.stderr
+
+
+def test_evaluate_command_refuses_conflicting_options_before_any_work(tmp_path):
+    from types import SimpleNamespace
+
+    from gcc_jax import evaluate
+    from gcc_jax.training import load_config_module
+
+    config = load_config_module(REPO / "configs" / "synthetic.py").get_config("runlocal")
+    flags_ = SimpleNamespace(config=config, workdir=None, folder=str(tmp_path), split="test", num_pictures=1)
+    with pytest.raises(ValueError, match="--split and --folder exclude each other"):
+        evaluate._evaluate_command(["evaluate"], flags_)
+    flags_.num_pictures = -1
+    with pytest.raises(ValueError, match="--num_pictures must be >= 0"):
+        evaluate._evaluate_command(["evaluate"], flags_)

@@ -245,11 +245,9 @@ def make_train_dataset(
         min_size_policy=min_size_policy, loader=loader,
     )  # fmt: skip
     rule = _resize_rule(name, resize)
-    if source is None:
-        source = open_source(
-            name, split=split, data_dir=data_dir, manual_dir=manual_dir, synthetic=synthetic,
-            allow_build=process_count == 1,
-        )  # fmt: skip
+    source = open_source(
+        name, split=split, data_dir=data_dir, manual_dir=manual_dir, synthetic=synthetic, allow_build=process_count == 1
+    )
     order, steps = plan.train_order(
         len(source), batch_size=batch_size, seed=seed, epoch=epoch, process_index=process_index,
         process_count=process_count, skip_batches=skip_batches, drop_remainder=drop_remainder,
