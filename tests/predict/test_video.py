@@ -123,9 +123,11 @@ def test_cli_video_counts_equal_its_frames_predicted_as_images(model_dir, clip, 
     assert "0 image(s), 1 video(s)" in console and "6/6" in console
 
 
-def test_sampling_every_nth_frame_or_a_target_rate(clip, predictor):
+def test_sampling_every_nth_frame_or_a_target_rate(clip, predictor, model_dir):
     everything = list(count_video(clip, predictor=predictor))
     assert [f.frame for f in everything] == list(range(6))
+    # A checkpoint instead of a loaded predictor: the same model, the same counts.
+    assert next(count_video(clip, checkpoint=model_dir)).count == everything[0].count
     by_frame = {f.frame: f for f in everything}
     for sampling, kept in (
         (FrameSampling(every=2), [0, 2, 4]),
@@ -232,7 +234,8 @@ def test_a_longer_audio_track_is_no_truncation(tmp_path):
         audio = container.add_stream("aac", rate=8000)
         audio.layout = "mono"
         for k in range(10):
-            container.mux(video.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * k, np.uint8), format="rgb24")))
+            pixels = np.full((48, 64, 3), 20 * k, np.uint8)
+            container.mux(video.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
         container.mux(video.encode(None))
         for start in range(0, 4 * 8000, 1024):
             sound = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
@@ -272,8 +275,12 @@ def test_without_pyav_the_error_says_how_to_install_it(model_dir, clip, tmp_path
     monkeypatch.setitem(sys.modules, "av", None)  # `import av` raises ImportError
     assert main([str(clip), "--checkpoint", str(model_dir), "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
-    assert err.splitlines()[0].startswith(f"error: {clip}: reading video needs PyAV")
-    assert "pip install 'gcc_jax[video]'" in err.splitlines()[0] and "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert line.startswith("error: reading video needs PyAV") and line.endswith("pip install 'gcc_jax[video]'")
+    assert "Traceback" not in err
+    # The library says the same where a video is opened.
+    with pytest.raises(ImportError, match=r"pip install 'gcc_jax\[video\]'"):
+        video_info(clip)
 
 
 def test_empty_and_missing_files_are_named(tmp_path):
