@@ -225,6 +225,27 @@ def test_truncation_without_a_frame_count_is_found_by_the_duration(tmp_path, suf
     assert kept == list(range(0, frames.frames_decoded, 5))
 
 
+def test_damaged_data_inside_a_complete_file_is_reported(tmp_path):
+    noise = np.random.default_rng(1).integers(0, 256, (20, 48, 64, 3), dtype=np.uint8)
+    path = write_video(tmp_path / "noise.mp4", list(noise))
+    assert len(list(VideoFrames(path))) == 20  # the intact file: no error
+    with av.open(str(path)) as container:
+        packets = [(p.pos, p.size) for p in container.demux(video=0) if p.size]
+    # The middle half of the coded data of frames 4-15 replaced by random bytes: the decoder
+    # mostly conceals such damage (no exception), and FFmpeg's log says so. One damaged frame
+    # may go unnoticed (entropy-coded data can decode into valid nonsense); twelve do not.
+    data = bytearray(path.read_bytes())
+    rng = np.random.default_rng(0)
+    for position, size in packets[4:16]:
+        start = position + size // 4
+        data[start : start + size // 2] = rng.integers(0, 256, size // 2, dtype=np.uint8).tobytes()
+    (tmp_path / "damaged.mp4").write_bytes(bytes(data))
+    frames = VideoFrames(tmp_path / "damaged.mp4")
+    with pytest.raises(VideoDecodeError, match="damaged.mp4: .*(decoding error|could not be decoded)"):
+        list(frames)
+    assert frames.frames_decoded >= 16
+
+
 def test_a_longer_audio_track_is_no_truncation(tmp_path):
     # 1 s of picture and 4 s of sound: the container lasts 4.2 s, the video track 1 s.
     path = tmp_path / "talk.mkv"
