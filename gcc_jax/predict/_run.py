@@ -43,7 +43,7 @@ from gcc_jax.predict._outputs import (
     write_summary,
 )
 from gcc_jax.predict._predictor import IMAGE_SUFFIXES, Predictor, load_image
-from gcc_jax.predict._video import VIDEO_SUFFIXES, FrameSampling
+from gcc_jax.predict._video import VIDEO_SUFFIXES, FrameSampling, import_av
 from gcc_jax.predict._video_outputs import predict_video
 
 __all__ = ["expand_inputs", "is_video", "main", "predict_files"]
@@ -192,7 +192,8 @@ def _predict_video_file(
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m gcc_jax.predict", description="Count and locate people in images and videos with a trained model."
+        prog="python -m gcc_jax.predict",
+        description="Count and locate people in images and videos with a trained model.",
     )
     parser.add_argument("inputs", nargs="+", help="image and video files and/or folders of them")
     parser.add_argument("--checkpoint", required=True, help="training workdir or model directory")
@@ -231,13 +232,16 @@ def _predict(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {out} is a file; give a folder for the outputs")
     sampling = FrameSampling(every=args.every, fps=args.fps)
     files = expand_inputs(args.inputs)
+    videos = sum(map(is_video, files))
+    if videos:
+        import_av()  # without PyAV: one error line before the model is loaded
     predictor = Predictor.from_checkpoint(
         args.checkpoint, which=args.which, threshold=args.threshold, pixel_offset=args.pixel_offset,
         one_per_plateau=args.one_per_plateau, tile_size=args.tile_size, overlap=args.overlap, bucket=args.bucket,
     )  # fmt: skip
-    videos = sum(map(is_video, files))
+    inputs = f"{len(files) - videos} image(s)" + (f", {videos} video(s)" if videos else "")
     print(
-        f"{len(files) - videos} image(s), {videos} video(s); checkpoint {args.checkpoint} (step {predictor.step}); threshold "
+        f"{inputs}; checkpoint {args.checkpoint} (step {predictor.step}); threshold "
         f"{predictor.threshold:g} ({predictor.threshold_source}), pixel offset {predictor.pixel_offset:g}, "
         f"one point per plateau: {predictor.one_per_plateau}",
         flush=True,
@@ -252,10 +256,7 @@ def _predict(args: argparse.Namespace) -> int:
         print(format_table(rows))
     if videos:
         print(format_video_table(rows))
-    print(
-        f"{predictor.num_compilations} compiled program(s) for {len(rows) - videos} image(s), {videos} video(s); "
-        f"outputs in {args.out}"
-    )
+    print(f"{predictor.num_compilations} compiled program(s) for {inputs}; outputs in {args.out}")
     failed = [r for r in rows if r["error"]]
     if failed:
         tables = "summary.csv" if videos == 0 else "summary_videos.csv" if videos == len(rows) else "the summaries"

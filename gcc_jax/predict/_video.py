@@ -10,13 +10,14 @@ image (FFmpeg's YUV → RGB conversion, ``rgb24``), turned upright by the video'
 rotation (phone videos) as photos are by their EXIF orientation.
 
 Damaged files: a packet that does not decode is skipped (the decoder resumes at the next one,
-as video players do) and remembered; a file that ends before the frames (or the duration) it
-declares is truncated. Either way every frame that decodes is yielded first, then
+as video players do) and remembered, as are the errors FFmpeg logs while concealing damaged
+data; a file that ends before the frames (or the duration) it declares is truncated. Either way every frame that decodes is yielded first, then
 :class:`VideoDecodeError` names the file and the problem.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -191,6 +192,20 @@ class FramePrediction(NamedTuple):
     image: np.ndarray
 
 
+@contextlib.contextmanager
+def _ffmpeg_errors(av) -> Iterator[list]:
+    """Collects the ``(level, name, message)`` of FFmpeg's error messages (from every thread:
+    the decoder's slice threads log too) instead of letting them reach stderr."""
+    previous = av.logging.get_level()
+    if previous is None or previous < av.logging.ERROR:
+        av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture(local=False) as logs:
+            yield logs
+    finally:
+        av.logging.set_level(previous)
+
+
 def _rotation(frame) -> int:
     """A frame's display rotation in degrees counter-clockwise (``VideoFrame.rotation``, from
     the container's display matrix): 0, 90, 180 or 270; other angles are not applied."""
@@ -288,8 +303,9 @@ class VideoFrames:
       ImportError: PyAV is not installed.
       FileNotFoundError: no such file.
       ValueError: not a readable video (before any frame).
-      VideoDecodeError: after the last frame that decodes, if packets failed to decode or the
-        file ends before the frames / duration it declares (truncated).
+      VideoDecodeError: after the last frame that decodes, if packets failed to decode, FFmpeg
+        reported errors in the data (frames it concealed), or the file ends before the frames /
+        duration it declares (truncated).
     """
 
     def __init__(self, path: str | os.PathLike, *, sampling: FrameSampling = FrameSampling()):
@@ -300,7 +316,7 @@ class VideoFrames:
     def __iter__(self) -> Iterator[DecodedFrame]:
         av = import_av()
         container, stream = _open(self.path)
-        with container:
+        with container, _ffmpeg_errors(av) as logged:
             start = stream.start_time or 0
             time_base = stream.time_base
             info = _info(container, stream)
@@ -332,8 +348,6 @@ class VideoFrames:
                         image = np.ascontiguousarray(np.rot90(image, k=turns))
                     yield DecodedFrame(index=index, time_s=time_s, image=image)
             problems = []
-            if failures:
-                problems.append(f"{failures} packet(s) could not be decoded ({first_failure})")
             decoded = self.frames_decoded
             if info.declared_frames is not None and decoded < info.declared_frames:
                 problems.append(f"truncated: {decoded} of the {info.declared_frames} frames it declares decoded")
@@ -341,6 +355,15 @@ class VideoFrames:
                 end = last_time + (1 / info.fps if info.fps else 0) if last_time is not None else 0.0
                 if end < info.duration_s - _DURATION_SLACK_S:
                     problems.append(f"truncated: frames end at {end:.2f} s of the {info.duration_s:.2f} s it declares")
+            if failures:
+                problems.append(f"{failures} packet(s) could not be decoded ({first_failure})")
+            # Damaged data that the decoder conceals raises nothing; FFmpeg only logs it.
+            errors = [message.strip() for _, _, message in logged]
+            if errors:
+                problems.append(
+                    f"FFmpeg reported {len(errors)} decoding error(s), the frames around them may be damaged "
+                    f"(first: {errors[0]})"
+                )
             if decoded == 0 and not problems:
                 problems.append("no frame could be decoded")
             if problems:

@@ -181,7 +181,8 @@ class VideoOutputs:
                 f"frame {found.frame}  {found.time_s:7.2f} s   count {found.count:.1f}   {len(found.points)} heads"
                 + (f" (threshold {self._threshold:g})" if self._threshold is not None else "")
             )
-            self._video.add(annotated_picture(found.image, found.density, found.points, label=label, max_side=self._max_side))
+            picture = annotated_picture(found.image, found.density, found.points, label=label, max_side=self._max_side)
+            self._video.add(picture)
         self.times.append(found.time_s)
         self.counts.append(found.count)
         self.heads.append(len(found.points))

@@ -123,9 +123,11 @@ def test_cli_video_counts_equal_its_frames_predicted_as_images(model_dir, clip, 
     assert "0 image(s), 1 video(s)" in console and "6/6" in console
 
 
-def test_sampling_every_nth_frame_or_a_target_rate(clip, predictor):
+def test_sampling_every_nth_frame_or_a_target_rate(clip, predictor, model_dir):
     everything = list(count_video(clip, predictor=predictor))
     assert [f.frame for f in everything] == list(range(6))
+    # A checkpoint instead of a loaded predictor: the same model, the same counts.
+    assert next(count_video(clip, checkpoint=model_dir)).count == everything[0].count
     by_frame = {f.frame: f for f in everything}
     for sampling, kept in (
         (FrameSampling(every=2), [0, 2, 4]),
@@ -223,6 +225,27 @@ def test_truncation_without_a_frame_count_is_found_by_the_duration(tmp_path, suf
     assert kept == list(range(0, frames.frames_decoded, 5))
 
 
+def test_damaged_data_inside_a_complete_file_is_reported(tmp_path):
+    noise = np.random.default_rng(1).integers(0, 256, (20, 48, 64, 3), dtype=np.uint8)
+    path = write_video(tmp_path / "noise.mp4", list(noise))
+    assert len(list(VideoFrames(path))) == 20  # the intact file: no error
+    with av.open(str(path)) as container:
+        packets = [(p.pos, p.size) for p in container.demux(video=0) if p.size]
+    # The middle half of the coded data of frames 4-15 replaced by random bytes: the decoder
+    # mostly conceals such damage (no exception), and FFmpeg's log says so. One damaged frame
+    # may go unnoticed (entropy-coded data can decode into valid nonsense); twelve do not.
+    data = bytearray(path.read_bytes())
+    rng = np.random.default_rng(0)
+    for position, size in packets[4:16]:
+        start = position + size // 4
+        data[start : start + size // 2] = rng.integers(0, 256, size // 2, dtype=np.uint8).tobytes()
+    (tmp_path / "damaged.mp4").write_bytes(bytes(data))
+    frames = VideoFrames(tmp_path / "damaged.mp4")
+    with pytest.raises(VideoDecodeError, match="damaged.mp4: .*(decoding error|could not be decoded)"):
+        list(frames)
+    assert frames.frames_decoded >= 16
+
+
 def test_a_longer_audio_track_is_no_truncation(tmp_path):
     # 1 s of picture and 4 s of sound: the container lasts 4.2 s, the video track 1 s.
     path = tmp_path / "talk.mkv"
@@ -232,7 +255,8 @@ def test_a_longer_audio_track_is_no_truncation(tmp_path):
         audio = container.add_stream("aac", rate=8000)
         audio.layout = "mono"
         for k in range(10):
-            container.mux(video.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * k, np.uint8), format="rgb24")))
+            pixels = np.full((48, 64, 3), 20 * k, np.uint8)
+            container.mux(video.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
         container.mux(video.encode(None))
         for start in range(0, 4 * 8000, 1024):
             sound = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
@@ -272,8 +296,12 @@ def test_without_pyav_the_error_says_how_to_install_it(model_dir, clip, tmp_path
     monkeypatch.setitem(sys.modules, "av", None)  # `import av` raises ImportError
     assert main([str(clip), "--checkpoint", str(model_dir), "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
-    assert err.splitlines()[0].startswith(f"error: {clip}: reading video needs PyAV")
-    assert "pip install 'gcc_jax[video]'" in err.splitlines()[0] and "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert line.startswith("error: reading video needs PyAV") and line.endswith("pip install 'gcc_jax[video]'")
+    assert "Traceback" not in err
+    # The library says the same where a video is opened.
+    with pytest.raises(ImportError, match=r"pip install 'gcc_jax\[video\]'"):
+        video_info(clip)
 
 
 def test_empty_and_missing_files_are_named(tmp_path):
