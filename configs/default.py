@@ -99,7 +99,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Channel multiplier of VGG19Density (1.0 = the published network; a multiple of 1/64).
     config.model.width = 1.0
     # Model directory to start from (written by `python -m gcc_jax.convert_weights`, e.g. the
-    # ImageNet VGG19); None = random initialisation. The references start from ImageNet VGG19.
+    # ImageNet VGG19), or the workdir of an earlier training run (its best checkpoint, e.g. to
+    # fine-tune on your own images: configs/folder.py); None = random initialisation. The
+    # references start from ImageNet VGG19.
     config.model.init_checkpoint = config_dict.placeholder(str)
     # Computation dtype: "float32" or "bfloat16" (parameters and density stay float32).
     config.model.dtype = "float32"

@@ -10,7 +10,9 @@ reads the raw archive layout (see each builder's module) from ``--manual_dir`` a
 omitted). ``make_train_dataset`` / ``make_eval_dataset`` call :func:`load_builder`, which builds
 lazily on first use when given ``manual_dir``. Options ``--on_bad_example skip`` and
 ``--out_of_image {drop,raise,clip,keep}`` set the bad-input policy (see
-:class:`gcc_jax.data._builder_base.CrowdBuilder`).
+:class:`gcc_jax.data._builder_base.CrowdBuilder`). ``--dataset folder`` prepares a folder of
+your own annotated images (:mod:`gcc_jax.data.folder`) and takes three more options:
+``--missing_annotation``, ``--val_fraction`` and ``--test_fraction``.
 
 ArrayRecord files are read by index (``tfds.data_source(name, data_dir=...)``,
 ``builder.as_data_source()``), which the project's pipelines need for a global shuffle and

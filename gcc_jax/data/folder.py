@@ -27,9 +27,12 @@ lists it); ``out_of_image`` applies to points outside ``[0, W] × [0, H]``; imag
 annotation are refused with their list unless ``missing_annotation="empty"`` takes them as
 images with no heads. Photos are stored upright: an EXIF orientation (phone photos) is applied,
 as annotation tools and ``gcc_jax.predict`` show them, and such an image is stored as a
-lossless PNG. Counts (images and heads per split, images without annotation, unused shapes,
-annotations overridden by another format, skipped files, points outside the image, ignored
-files) are logged at the end and stored in ``info.metadata["counts"]``.
+lossless PNG. An annotation that names the size of the image it was made on (LabelMe, CVAT)
+must match the upright photo, else it is a bad example (annotated on a resized copy, or by a
+tool that turned the photo otherwise). Counts (images and heads per split, images without
+annotation, unused shapes, annotations overridden by another format, skipped files, points
+outside the image, ignored files) are logged at the end and stored in
+``info.metadata["counts"]``.
 """
 
 from __future__ import annotations
@@ -172,7 +175,7 @@ class CrowdFolder(base.CrowdBuilder):
                 "or ShanghaiTech / UCF-QNRF .mat). Images as stored (EXIF-rotated photos upright); points "
                 "are (x, y) pixels; image/filename is the path relative to the folder."
             ),
-            homepage="https://github.com/jia-wan/GeneralizedLoss-Counting-Pytorch",
+            homepage="",  # the user's own data: no page, no citation
             citation="",
         )
 
@@ -202,8 +205,10 @@ class CrowdFolder(base.CrowdBuilder):
         }
         if scan.ignored_files:
             self._ignore_files("all", root, scan.ignored_files)
-        for annotation_file, name in scan.unmatched:
-            self._warn("all", root / annotation_file, f"names {name!r}, which is no image of the folder")
+        for annotation_file, name in scan.unmatched:  # already logged by the scan
+            metadata["warnings"].append(
+                {"split": "all", "file": str(root / annotation_file), "problem": f"names {name!r}, which is no image of the folder"}
+            )
         for split in _SPLITS:
             if split not in assignment:
                 _log.warning("%s: no image goes to the %s split; it is not written", root, split)
@@ -241,6 +246,14 @@ class CrowdFolder(base.CrowdBuilder):
             annotated = image.read()
             encoded, height, width = read_upright_image(image.image_path)
             source = annotated.annotation_path or image.image_path
+            if annotated.annotated_hw is not None and tuple(annotated.annotated_hw) != (height, width):
+                tool_h, tool_w = annotated.annotated_hw
+                turned = " (turned by 90 degrees: the tool did not apply the photo's EXIF orientation)" if (
+                    tool_w, tool_h) == (height, width) else ""  # fmt: skip
+                raise base.BadExampleError(
+                    source, f"annotates a {tool_w}x{tool_h} image, but {image.relative_path} is {width}x{height} "
+                    f"as stored upright{turned}; annotate the photo itself",
+                )  # fmt: skip
             points, _ = self._inside_image(split, annotated.points, height, width, source)
             for kind, count in annotated.unused_shapes.items():
                 metadata["unused_shapes"][kind] = metadata["unused_shapes"].get(kind, 0) + count

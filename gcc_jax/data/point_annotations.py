@@ -97,8 +97,8 @@ MISSING_ANNOTATION_POLICIES = ("error", "empty")
 _MAT_FOLDERS = ("ground-truth", "ground_truth")
 _IMAGE_COLUMNS = ("image", "filename", "file", "image_name")
 _SEPARATORS = re.compile(r"[,;\s]+")
-# CVAT 1.1 shape elements of an <image>; only <points> carries heads.
-_CVAT_SHAPES = ("box", "polygon", "polyline", "points", "ellipse", "cuboid", "mask", "skeleton", "tag")
+# CVAT 1.1 elements of an <image> besides <points> (the heads): counted as unused shapes.
+_CVAT_SHAPES = ("box", "polygon", "polyline", "ellipse", "cuboid", "mask", "skeleton", "tag")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +115,9 @@ class AnnotatedImage:
       annotation_path: the file the points came from (``None`` for ``"none"``).
       unused_shapes: ``{shape type: count}`` of annotated shapes that are not points
         (e.g. ``{"rectangle": 2}``); empty when there were none.
+      annotated_hw: ``(height, width)`` in pixels of the image the tool says it annotated
+        (LabelMe's ``imageHeight`` / ``imageWidth``, CVAT's ``height`` / ``width``), to check
+        against the photo; ``None`` where the format does not say.
     """
 
     relative_path: str
@@ -123,6 +126,7 @@ class AnnotatedImage:
     annotation_format: str
     annotation_path: pathlib.Path | None
     unused_shapes: dict[str, int]
+    annotated_hw: tuple[int, int] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +146,10 @@ class ImageAnnotation:
     annotation_format: str
     annotation_path: pathlib.Path | None
     overridden: tuple[tuple[str, pathlib.Path], ...]
-    _read: Callable[[], tuple[np.ndarray, dict[str, int]]] = dataclasses.field(repr=False, compare=False)
+    # Returns (points, unused shapes, annotated (height, width) or None).
+    _read: Callable[[], tuple[np.ndarray, dict[str, int], tuple[int, int] | None]] = dataclasses.field(
+        repr=False, compare=False
+    )
 
     def read(self) -> AnnotatedImage:
         """Reads the points.
@@ -150,10 +157,11 @@ class ImageAnnotation:
         Raises:
           BadExampleError: the annotation file is unreadable or malformed (names the file).
         """
-        points, unused = self._read()
+        points, unused, annotated_hw = self._read()
         return AnnotatedImage(
-            self.relative_path, self.image_path, points, self.annotation_format, self.annotation_path, unused
-        )
+            self.relative_path, self.image_path, points, self.annotation_format, self.annotation_path, unused,
+            annotated_hw,
+        )  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,6 +204,11 @@ def read_labelme_json(path) -> tuple[np.ndarray, dict[str, int]]:
       BadExampleError: not JSON, no ``shapes`` list, or a point shape without exactly one
         ``[x, y]`` pair.
     """
+    points, unused, _ = _read_labelme(path)
+    return points, unused
+
+
+def _read_labelme(path):
     path = pathlib.Path(path)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -216,7 +229,15 @@ def read_labelme_json(path) -> tuple[np.ndarray, dict[str, int]]:
                 path, f"shape {number} (label {shape.get('label')!r}) is a point with {len(shape['points'])} points"
             )
         points.append(shape["points"][0])
-    return as_points(points, path, "LabelMe points"), dict(unused)
+    size = _image_hw(document.get("imageHeight"), document.get("imageWidth"))
+    return as_points(points, path, "LabelMe points"), dict(unused), size
+
+
+def _image_hw(height, width) -> tuple[int, int] | None:
+    try:
+        return (int(height), int(width)) if height is not None and width is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def read_cvat_xml(path) -> tuple[dict[str, np.ndarray], dict[str, dict[str, int]]]:
@@ -236,6 +257,11 @@ def read_cvat_xml(path) -> tuple[dict[str, np.ndarray], dict[str, dict[str, int]
         a ``points`` attribute that is not ``x,y`` pairs (the message names the file and the
         image).
     """
+    points, unused, _ = _read_cvat(path)
+    return points, unused
+
+
+def _read_cvat(path):
     path = pathlib.Path(path)
     try:
         root = ElementTree.parse(path).getroot()
@@ -243,7 +269,7 @@ def read_cvat_xml(path) -> tuple[dict[str, np.ndarray], dict[str, dict[str, int]
         raise BadExampleError(path, f"cannot read the CVAT XML ({error})") from error
     if root.tag != "annotations":
         raise BadExampleError(path, f"not a CVAT annotations file: the root element is <{root.tag}>")
-    points, unused = {}, {}
+    points, unused, sizes = {}, {}, {}
     for image in root.iter("image"):
         name = image.get("name")
         if not name:
@@ -258,7 +284,8 @@ def read_cvat_xml(path) -> tuple[dict[str, np.ndarray], dict[str, dict[str, int]
             raise BadExampleError(path, f"image {name!r} appears twice")
         points[name] = as_points(heads, path, f"CVAT points of {name}")
         unused[name] = dict(others)
-    return points, unused
+        sizes[name] = _image_hw(image.get("height"), image.get("width"))
+    return points, unused, sizes
 
 
 def _cvat_pairs(text: str, path, name: str) -> list[tuple[float, float]]:
@@ -503,11 +530,11 @@ def _rel(path: pathlib.Path, root: pathlib.Path) -> str:
 
 
 def _no_heads():
-    return np.zeros([0, 2], np.float32), {}
+    return np.zeros([0, 2], np.float32), {}, None
 
 
 def _points_only(reader):
-    return lambda path: (reader(path), {})
+    return lambda path: (reader(path), {}, None)
 
 
 def _per_image_annotations(image: pathlib.Path, used: set) -> list[tuple[str, pathlib.Path, Callable]]:
@@ -522,7 +549,7 @@ def _per_image_annotations(image: pathlib.Path, used: set) -> list[tuple[str, pa
             for name in (f"{stem}.mat", f"GT_{stem}.mat", f"{stem}_ann.mat")
         ],
     }
-    readers = {"labelme": read_labelme_json, "csv": _points_only(read_points_table), "mat": _points_only(read_mat_points)}
+    readers = {"labelme": _read_labelme, "csv": _points_only(read_points_table), "mat": _points_only(read_mat_points)}
     found = []
     for kind, paths in beside.items():
         path = next((p for p in paths if p.is_file()), None)
@@ -541,8 +568,8 @@ def _folder_wide_annotations(root, files, images, used):
     for path in files:
         suffix = path.suffix.lower()
         if path.name.lower() == "annotations.xml":
-            points, unused = read_cvat_xml(path)
-            entries = {name: (lambda p=points[name], u=unused[name]: (p, u)) for name in points}
+            points, unused, sizes = _read_cvat(path)
+            entries = {name: (lambda p=points[name], u=unused[name], s=sizes[name]: (p, u, s)) for name in points}
             kind = "cvat"
         elif suffix == ".csv" and (path.parent, path.stem) not in stems and _has_image_column(path):
             table = read_folder_csv(path)
@@ -576,7 +603,7 @@ def _has_image_column(path: pathlib.Path) -> bool:
 def _value_or_raise(value):
     if isinstance(value, BadExampleError):
         raise value
-    return value, {}
+    return value, {}, None
 
 
 def _resolve(name: str, folder: pathlib.Path, below: list[pathlib.Path], image_set: set) -> pathlib.Path | None:

@@ -182,4 +182,10 @@ def open_source(
         raise ValueError(f"synthetic options were given for the real data set {name!r}")
     _check_split(name, split, spec.splits)
     builder = load_builder(name, data_dir=data_dir, manual_dir=manual_dir, allow_build=allow_build)
+    # A folder data set writes only the splits that received images.
+    prepared = tuple(builder.info.splits)
+    try:
+        _check_split(name, split, prepared)
+    except ValueError as error:
+        raise ValueError(f"{error} (as prepared in {builder.data_dir_root})") from None
     return TfdsSource(builder, split, spec.boxes)

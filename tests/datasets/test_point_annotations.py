@@ -56,9 +56,12 @@ def test_each_format_reads_the_heads_of_the_original_annotation(tmp_path):
     assert sorted(found) == ["csv/Small.JPG", "cvat/images/grey.jpg", "labelme/crowd.jpg", "mat/images/street.jpg"]
     labelme = found["labelme/crowd.jpg"]
     assert labelme.annotation_format == "labelme" and labelme.unused_shapes == {"rectangle": 1}
+    assert labelme.annotated_hw == SIZES["a_train_3"]
     np.testing.assert_array_equal(labelme.points, heads["a_train_3"].astype(np.float32))
     cvat = found["cvat/images/grey.jpg"]
     assert cvat.annotation_format == "cvat" and cvat.unused_shapes == {"box": 1}
+    assert cvat.annotated_hw == SIZES["a_train_4"]
+    assert found["csv/Small.JPG"].annotated_hw is None  # a CSV does not say
     np.testing.assert_array_equal(cvat.points, np.round(heads["a_train_4"], 2).astype(np.float32))
     assert np.abs(cvat.points - heads["a_train_4"]).max() <= 0.005 + 1e-3  # two decimals, in float32
     assert found["csv/Small.JPG"].annotation_format == "csv"
