@@ -4,8 +4,9 @@
 ``source=``) every image below a folder with its head points, read by the same readers as the
 ``folder`` data set (:mod:`gcc_jax.data.point_annotations`) and prepared as its builder
 prepares them (:mod:`gcc_jax.data.folder`): photos turned upright by their EXIF orientation,
-points outside the image dropped (the builder's default ``out_of_image="drop"``), the file
-named by its path relative to the folder. So ``python -m gcc_jax.evaluate --folder DIR`` scores
+a LabelMe / CVAT annotation made on an image of another size refused (naming the file), points
+outside the image dropped (the builder's default ``out_of_image="drop"``), the file named by
+its path relative to the folder. So ``python -m gcc_jax.evaluate --folder DIR`` scores
 the very examples a build of ``DIR`` would hold.
 """
 
@@ -74,11 +75,21 @@ class AnnotatedFolderSource:
         """The example ``index``.
 
         Raises:
-          BadExampleError: its image or annotation cannot be read (names the file).
+          BadExampleError: its image or annotation cannot be read, or the annotation was made on
+          an image of another size (names the file).
         """
         entry = self._images[int(index)]
         annotated = entry.read()
         encoded, height, width = read_upright_image(entry.image_path)
+        if annotated.annotated_hw is not None and tuple(annotated.annotated_hw) != (height, width):
+            # The folder builder refuses such an annotation too (gcc_jax.data.folder).
+            tool_h, tool_w = annotated.annotated_hw
+            turned = " (turned by 90 degrees: the tool did not apply the photo's EXIF orientation)" if (
+                tool_w, tool_h) == (height, width) else ""  # fmt: skip
+            raise BadExampleError(
+                annotated.annotation_path, f"annotates a {tool_w}x{tool_h} image, but {entry.relative_path} is "
+                f"{width}x{height} as stored upright{turned}; annotate the photo itself",
+            )  # fmt: skip
         points = np.asarray(annotated.points, np.float32).reshape(-1, 2)
         inside = (points[:, 0] >= 0) & (points[:, 0] <= width) & (points[:, 1] >= 0) & (points[:, 1] <= height)
         if not inside.all():

@@ -124,6 +124,10 @@ def test_folder_bad_input_is_named(tmp_path):
         source.read(0)
     with pytest.raises(ValueError, match="no_such"):
         AnnotatedFolderSource(tmp_path / "no_such")
+    # A LabelMe file made on the photo before its EXIF turn, as the folder builder refuses it.
+    write_labelme_json(tmp_path / "photos" / "c.json", "c.jpg", [[10.0, 10.0]], 100, 75)
+    with pytest.raises(BadExampleError, match=r"c.json: annotates a 75x100 image.*turned by 90 degrees"):
+        source.read(source.files.index("c.jpg"))
 
 
 def test_folder_gives_the_rows_of_its_prepared_split(tmp_path, model_dir):
