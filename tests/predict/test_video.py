@@ -21,6 +21,7 @@ from gcc_jax.predict import (
     VideoDecodeError,
     VideoFrames,
     VideoInfo,
+    VideoOutputs,
     count_video,
     expand_inputs,
     video_info,
@@ -302,6 +303,15 @@ def test_without_pyav_the_error_says_how_to_install_it(model_dir, clip, tmp_path
     # The library says the same where a video is opened.
     with pytest.raises(ImportError, match=r"pip install 'gcc_jax\[video\]'"):
         video_info(clip)
+
+
+def test_a_video_without_frames_still_gets_its_table_and_plot(tmp_path):
+    outputs = VideoOutputs(tmp_path, "nothing", annotate=True)
+    outputs.close(title="nothing decoded")
+    assert (tmp_path / "nothing_counts.csv").read_text().splitlines() == ["frame,time_s,count"]
+    assert (tmp_path / "nothing_points.jsonl").read_text() == ""
+    assert Image.open(tmp_path / "nothing_counts.png").format == "PNG"
+    assert not (tmp_path / "nothing_annotated.mp4").exists()  # no picture, no video
 
 
 def test_empty_and_missing_files_are_named(tmp_path):
