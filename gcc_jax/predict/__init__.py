@@ -40,6 +40,7 @@ from gcc_jax.predict._predictor import IMAGE_SUFFIXES, Prediction, Predictor, co
 from gcc_jax.predict._run import expand_inputs, is_video, predict_files
 from gcc_jax.predict._video import (
     VIDEO_SUFFIXES,
+    DecodedFrame,
     FramePrediction,
     FrameSampling,
     VideoDecodeError,
@@ -56,6 +57,7 @@ __all__ = [
     "SUMMARY_FIELDS",
     "VIDEO_SUFFIXES",
     "VIDEO_SUMMARY_FIELDS",
+    "DecodedFrame",
     "FramePrediction",
     "FrameSampling",
     "PeakSettings",

@@ -167,7 +167,15 @@ def predict_files(
 
 
 def _predict_video_file(
-    path: pathlib.Path, name: str, predictor: Predictor, out_dir, *, progress, video_progress, report_failure, **options
+    path: pathlib.Path,
+    name: str,
+    predictor: Predictor,
+    out_dir: str | os.PathLike,
+    *,
+    progress: Callable[[str], None] | None,
+    video_progress: bool,
+    report_failure: Callable[[pathlib.Path, str], None] | None,
+    **options,
 ) -> dict:
     """:func:`predict_video` on one file of :func:`predict_files`, with its failures reported
     the same way as an image's."""
@@ -175,7 +183,7 @@ def _predict_video_file(
         row = predict_video(
             path, predictor, out_dir, name=name, progress=video_progress, report_failure=report_failure, **options
         )
-    except Exception as err:  # not a video at all: no frame, no file written
+    except Exception as err:  # one bad video must not cost the other files their results
         reason = cli.error_line(err).removeprefix(f"{path}: ")
         if report_failure is not None:
             report_failure(path, reason)

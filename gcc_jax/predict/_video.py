@@ -11,8 +11,9 @@ rotation (phone videos) as photos are by their EXIF orientation.
 
 Damaged files: a packet that does not decode is skipped (the decoder resumes at the next one,
 as video players do) and remembered, as are the errors FFmpeg logs while concealing damaged
-data; a file that ends before the frames (or the duration) it declares is truncated. Either way every frame that decodes is yielded first, then
-:class:`VideoDecodeError` names the file and the problem.
+data; a file that ends before the frames (or the duration) it declares is truncated. Either
+way every frame that decodes is yielded first, then :class:`VideoDecodeError` names the file
+and the problem.
 """
 
 from __future__ import annotations
@@ -34,14 +35,15 @@ from gcc_jax.predict._predictor import Predictor
 
 __all__ = [
     "VIDEO_SUFFIXES",
+    "DecodedFrame",
     "FramePrediction",
     "FrameSampling",
     "VideoDecodeError",
     "VideoFrames",
     "VideoInfo",
     "count_video",
-    "predict_frames",
     "import_av",
+    "predict_frames",
     "video_info",
 ]
 

@@ -10,7 +10,6 @@ import json
 import struct
 import sys
 
-import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -21,6 +20,7 @@ from gcc_jax.predict import (
     VideoDecodeError,
     VideoFrames,
     VideoInfo,
+    VideoOutputs,
     count_video,
     expand_inputs,
     video_info,
@@ -28,8 +28,12 @@ from gcc_jax.predict import (
 from gcc_jax.predict._run import main
 from gcc_jax.training.evaluation import local_eval_mesh
 
+# In the "test" extra, so CI runs these; an environment without it skips them.
+av = pytest.importorskip("av", reason="PyAV is not installed: pip install 'gcc_jax[video]'")
+
 # Frames of the test videos: a 176 x 120 window panning over a real crowd photo (sides that are
-# not multiples of 16, so the bucket padding and the cut-back density are exercised).
+# not multiples of the 128-px bucket, 120 not even of 16, so the padding and the cut-back
+# density map are exercised).
 WIDTH, HEIGHT, RATE = 176, 120, 10
 PER_VIDEO = ("_counts.csv", "_points.jsonl", "_counts.png")
 
@@ -302,6 +306,15 @@ def test_without_pyav_the_error_says_how_to_install_it(model_dir, clip, tmp_path
     # The library says the same where a video is opened.
     with pytest.raises(ImportError, match=r"pip install 'gcc_jax\[video\]'"):
         video_info(clip)
+
+
+def test_a_video_without_frames_still_gets_its_table_and_plot(tmp_path):
+    outputs = VideoOutputs(tmp_path, "nothing", annotate=True)
+    outputs.close(title="nothing decoded")
+    assert (tmp_path / "nothing_counts.csv").read_text().splitlines() == ["frame,time_s,count"]
+    assert (tmp_path / "nothing_points.jsonl").read_text() == ""
+    assert Image.open(tmp_path / "nothing_counts.png").format == "PNG"
+    assert not (tmp_path / "nothing_annotated.mp4").exists()  # no picture, no video
 
 
 def test_empty_and_missing_files_are_named(tmp_path):
