@@ -14,7 +14,8 @@ Prints one JSON object (``mae``, ``rmse`` — the literature's "MSE" —, ``nae`
 ``--output`` (default ``WORKDIR/eval_<split>_<checkpoint>.json`` when a workdir is given, the
 split expression reduced to a file name: ``test[:10]`` → ``eval_test_10_best.json``). A
 progress bar with the images done and the time left goes to stderr (``--noprogress`` hides
-it). Errors end in one ``error:`` line (``--debug`` shows the traceback). Runs on this
+it). Errors end in one ``error:`` line (``--debug`` shows the traceback); the libraries' INFO
+messages stay off the console unless ``--verbosity`` or ``--debug`` is given. Runs on this
 process's devices; the work is :func:`gcc_jax.inference.evaluate_checkpoint`.
 
 Localization threshold: ``--threshold``, else the one stored by ``--choose_threshold``
@@ -28,12 +29,17 @@ then evaluate the test split with the stored value.
 
 from __future__ import annotations
 
-import json
-import pathlib
-import re
+import os
 
-from gcc_jax import cli, inference
-from gcc_jax.training import config as config_lib
+# TensorFlow (which feeds the evaluation data) reads this when it loads, at the imports below.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import json  # noqa: E402  (the imports after TF_CPP_MIN_LOG_LEVEL)
+import pathlib  # noqa: E402
+import re  # noqa: E402
+
+from gcc_jax import cli, inference  # noqa: E402
+from gcc_jax.training import config as config_lib  # noqa: E402
 
 __all__ = ["main", "output_name"]
 
@@ -52,6 +58,7 @@ def output_name(split: str, checkpoint: str) -> str:
 def main(argv) -> int:
     from absl import flags
 
+    cli.quiet_library_logs(verbose=flags.FLAGS["verbosity"].present or flags.FLAGS.debug)
     return cli.run(lambda: _evaluate_command(argv, flags.FLAGS), debug=flags.FLAGS.debug)
 
 
