@@ -19,14 +19,13 @@ Cloud TPU, SLURM, Open MPI and Kubernetes clusters), or give ``--coordinator_add
 :func:`gcc_jax.training.train_and_evaluate`.
 """
 
-import logging as std_logging
 import os
 import pathlib
 
 # TensorFlow only feeds data here: silence most of its C++ start-up messages.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from gcc_jax import cli  # noqa: E402  (the error reporting only: imports no JAX)
@@ -48,10 +47,8 @@ cli.define_debug_flag()
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS["verbosity"].present:
-        # orbax logs every checkpoint step at INFO through absl; keep the console to our lines.
-        logging.set_verbosity(logging.WARNING)
-        std_logging.getLogger("gcc_jax").setLevel(std_logging.INFO)
+    # orbax logs every checkpoint step at INFO through absl; keep the console to our lines.
+    cli.quiet_library_logs(verbose=FLAGS["verbosity"].present or FLAGS.debug)
     from gcc_jax import training  # after flag parsing: importing JAX must not precede distributed start-up
 
     if FLAGS.distributed or FLAGS.coordinator_address:

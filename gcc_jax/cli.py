@@ -6,16 +6,30 @@ their work through :func:`run`, which turns any exception into that line; ``--de
 exception and its traceback through instead. The argparse commands add the flag with
 :func:`add_debug_argument`, the absl ones with :func:`define_debug_flag` and parse their flags
 with :func:`parse_absl_flags`, which reports a mistyped ``--config.*`` override the same way.
+
+Consoles carry the command's own lines: :func:`quiet_library_logs` turns off the INFO chatter
+of the libraries underneath (orbax, absl, XLA, TensorFlow) unless ``--verbosity`` (absl
+commands) or ``--debug`` asks for it.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
 
-__all__ = ["DEBUG_HELP", "add_debug_argument", "define_debug_flag", "error_line", "parse_absl_flags", "run"]
+__all__ = [
+    "DEBUG_HELP",
+    "add_debug_argument",
+    "define_debug_flag",
+    "error_line",
+    "parse_absl_flags",
+    "quiet_library_logs",
+    "run",
+]
 
 DEBUG_HELP = "on an error, show the Python traceback instead of a one-line message"
 # Exit status of a failed command (argparse's usage errors keep their own 2).
@@ -35,6 +49,28 @@ def define_debug_flag() -> None:
 
     if "debug" not in flags.FLAGS:
         flags.DEFINE_bool("debug", False, DEBUG_HELP)
+
+
+def quiet_library_logs(*, verbose: bool = False) -> None:
+    """Keeps the libraries' INFO messages off the console, gcc_jax's own on it.
+
+    TensorFlow's and XLA's C++ INFO / WARNING lines (oneDNN notices, start-up messages) go
+    through ``TF_CPP_MIN_LOG_LEVEL``, read when they load, so call this before importing
+    them; orbax logs each checkpoint operation at INFO through absl. Library warnings and
+    errors still show.
+
+    Args:
+      verbose: leave every library's logging as it is (``--verbosity`` / ``--debug``).
+    """
+    if verbose:
+        logging.getLogger("gcc_jax").setLevel(logging.INFO)
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("gcc_jax").setLevel(logging.INFO)
 
 
 def error_line(err: BaseException) -> str:

@@ -16,7 +16,8 @@ Prints one JSON object (``mae``, ``rmse`` — the literature's "MSE" —, ``nae`
 ``--output`` (default ``WORKDIR/eval_<split>_<checkpoint>.json`` when a workdir is given, the
 split expression reduced to a file name: ``test[:10]`` → ``eval_test_10_best.json``). A
 progress bar with the images done and the time left goes to stderr (``--noprogress`` hides
-it). Errors end in one ``error:`` line (``--debug`` shows the traceback). Runs on this
+it). Errors end in one ``error:`` line (``--debug`` shows the traceback); the libraries' INFO
+messages stay off the console unless ``--verbosity`` or ``--debug`` is given. Runs on this
 process's devices; the work is :func:`gcc_jax.inference.evaluate_checkpoint`.
 
 ``--folder DIR`` scores every image below ``DIR`` without building a data set: the images and
@@ -54,17 +55,22 @@ then evaluate the test split with the stored value.
 
 from __future__ import annotations
 
-import json
-import pathlib
-import re
-import sys
+import os
 
-from gcc_jax import cli, inference
-from gcc_jax.data.point_annotations import MISSING_ANNOTATION_POLICIES
-from gcc_jax.data.raw_folder_source import AnnotatedFolderSource
-from gcc_jax.image_results import ImageResults
-from gcc_jax.localization_scoring import LocalizationOptions
-from gcc_jax.training import config as config_lib
+# TensorFlow (which feeds the evaluation data) reads this when it loads, at the imports below.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import json  # noqa: E402  (the imports after TF_CPP_MIN_LOG_LEVEL)
+import pathlib  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
+
+from gcc_jax import cli, inference  # noqa: E402
+from gcc_jax.data.point_annotations import MISSING_ANNOTATION_POLICIES  # noqa: E402
+from gcc_jax.data.raw_folder_source import AnnotatedFolderSource  # noqa: E402
+from gcc_jax.image_results import ImageResults  # noqa: E402
+from gcc_jax.localization_scoring import LocalizationOptions  # noqa: E402
+from gcc_jax.training import config as config_lib  # noqa: E402
 
 __all__ = ["IMAGES_CSV_SUFFIX", "PICTURES_SUFFIX", "main", "output_name"]
 
@@ -88,6 +94,7 @@ def output_name(split: str, checkpoint: str) -> str:
 def main(argv) -> int:
     from absl import flags
 
+    cli.quiet_library_logs(verbose=flags.FLAGS["verbosity"].present or flags.FLAGS.debug)
     return cli.run(lambda: _evaluate_command(argv, flags.FLAGS), debug=flags.FLAGS.debug)
 
 

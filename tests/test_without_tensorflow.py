@@ -112,3 +112,46 @@ def test_a_prepared_tfds_data_set_is_read_without_tensorflow(no_tf_env, tmp_path
         assert [b["image"].shape for b in batches] == [(1, 432, 640, 3)] and batches[0]["count"][0] == 297
     ''') + _CHECK_NO_TENSORFLOW  # fmt: skip
     run_python(code, no_tf_env)
+
+
+REQUIREMENTS = ROOT / "requirements-without-tensorflow.txt"
+
+
+def test_the_requirements_without_tensorflow_are_pyproject_s_less_tensorflow():
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    listed = [line.strip() for line in REQUIREMENTS.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert sorted(listed) == sorted(d for d in declared if not d.startswith("tensorflow-cpu"))
+
+
+# A fresh virtual environment filled from PyPI (or pip's cache): jax, flax, orbax, grain, TFDS,
+# scipy, matplotlib... A few minutes with a warm cache, more without; hence slow. Run by hand:
+#   pytest -m slow tests/test_without_tensorflow.py -k fresh
+@pytest.mark.slow
+def test_a_fresh_environment_installs_with_one_command_and_trains_with_grain(tmp_path):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = venv / "bin" / "python"
+    command = f"{python} -m pip install -q -r {REQUIREMENTS} && {python} -m pip install -q --no-deps -e {ROOT}"
+    install = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert install.returncode == 0, install.stderr[-4000:]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(JAX_PLATFORMS="cpu")
+    probe = subprocess.run(
+        [str(python), "-c", "import importlib.util; print(importlib.util.find_spec('tensorflow'))"],
+        env=env, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert probe.stdout.strip() == "None"  # a machine without TensorFlow indeed
+    flags = [
+        "--config=configs/synthetic.py:runlocal", "--config.dataset.loader=grain", "--config.num_train_steps=2",
+        "--config.dataset.synthetic.height=64", "--config.dataset.synthetic.width=64", "--config.crop_size=64",
+        "--config.dataset.synthetic.num_train=4", "--config.dataset.synthetic.num_val=2", "--config.batch_size=2",
+        "--config.eval_batch_size=2", "--config.progress_bar=False",
+    ]  # fmt: skip
+    train = subprocess.run(
+        [str(python), "train.py", f"--workdir={tmp_path / 'run'}", *flags],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert train.returncode == 0, train.stderr[-4000:]
+    assert "best val mae" in train.stdout and (tmp_path / "run" / "checkpoints" / "2").is_dir()

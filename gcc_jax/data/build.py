@@ -30,6 +30,7 @@ prepares it again from them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import pathlib
@@ -63,10 +64,29 @@ def _prepared_format(name: str, data_dir) -> tuple[tfds.core.DatasetBuilder, set
     asking for ArrayRecord, which TFDS refuses with its own error when the files are another
     format.
     """
-    builder = tfds.builder(_tfds_name(name), data_dir=data_dir, file_format=None)
-    if not builder.is_prepared():
+    # While it looks for a prepared version TFDS warns "Variant folder ... has no
+    # dataset_info.json" about the folders of a data set not prepared yet: a question, not a fault.
+    with _without_variant_folder_warnings():
+        builder = tfds.builder(_tfds_name(name), data_dir=data_dir, file_format=None)
+        prepared = builder.is_prepared()
+    if not prepared:
         return builder, set()
     return builder, {file_format.value for file_format in builder.info.available_file_formats()}
+
+
+@contextlib.contextmanager
+def _without_variant_folder_warnings():
+    """Drops TFDS's "Variant folder ..." warnings (logged through absl) inside the block."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Variant folder")
+
+    logger = logging.getLogger("absl")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def _tfds_name(name: str) -> str:

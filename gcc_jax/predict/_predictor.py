@@ -31,6 +31,7 @@ indices plus ``pixel_offset``, clipped into the image.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import pathlib
 from typing import Any, NamedTuple
@@ -260,6 +261,12 @@ class Predictor:
         """
         mesh = local_eval_mesh(1)
         trained = open_trained_model(checkpoint, mesh=mesh, which=which)
+        if trained.config is not None and trained.config.dataset.name == "synthetic_crowd":
+            logging.getLogger(__name__).warning(
+                "%s was trained on synthetic_crowd only (drawn blobs, not photographs): its counts on photographs "
+                "mean little; train on a real data set (e.g. configs/sha.py) for those",
+                checkpoint,
+            )
         peaks = resolve_localization(
             trained.checkpoint, workdir=trained.workdir, config=trained.config, threshold=threshold,
             pixel_offset=pixel_offset, one_per_plateau=one_per_plateau, step=trained.step,

@@ -231,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (1 if any image failed)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    cli.quiet_library_logs(verbose=args.debug)
     return cli.run(lambda: _predict(args), debug=args.debug)
 
 

@@ -1,7 +1,10 @@
 """Several hosts, simulated: two processes joined by jax.distributed on localhost (gloo CPU
 collectives, 2 fake devices each, each reading its own half of every batch) train exactly like
-one process with 4 devices."""
+one process with 4 devices, also when one of them is sent SIGTERM and both are started again:
+both stop at the same step, save it together and resume from it."""
 
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +14,7 @@ import jax
 import numpy as np
 
 from gcc_jax.training import (
+    STOPPED_STATUS,
     create_learning_rate_fn,
     create_mesh,
     create_model,
@@ -43,8 +47,8 @@ def _start(workdir, devices, extra=()):
     return subprocess.Popen(args, cwd=REPO, env=subprocess_env(devices), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _finish(processes: dict[str, subprocess.Popen]) -> dict[str, str]:
-    """Waits for every process, then fails naming each one that did not exit cleanly.
+def _finish(processes: dict[str, subprocess.Popen], status: int = 0) -> dict[str, str]:
+    """Waits for every process, then fails naming each one that did not exit with ``status``.
 
     All of them are waited for first: when one host dies, the other usually aborts too, and
     the one that died first holds the reason. A host left waiting at a barrier never ends by
@@ -62,7 +66,7 @@ def _finish(processes: dict[str, subprocess.Popen]) -> dict[str, str]:
     failed = [
         f"{name} failed (status {process.returncode}):\n{_failure_excerpt(outputs[name])}"
         for name, process in processes.items()
-        if process.returncode != 0
+        if process.returncode != status
     ]
     assert not failed, "\n\n".join(failed)
     return outputs
@@ -123,20 +127,37 @@ PARAM_RELATIVE_NORM = 1e-2
 # Two or three train.py processes (start-up, compilation): 1.5–2 minutes on 2 shared cores;
 # in the default suite all the same, as the acceptance test of multi-host / exact resume.
 def test_two_processes_equal_one_process_with_four_devices(tmp_path):
-    port = _free_port()
-    multi = [
-        _start(tmp_path / "two_hosts", 2, [f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"])
-        for i in range(2)
-    ]
+    def start_two_hosts():
+        port = _free_port()
+        flags = [f"--coordinator_address=localhost:{port}", "--num_processes=2"]
+        return [_start(tmp_path / "two_hosts", 2, [*flags, f"--process_id={i}"]) for i in range(2)]
+
+    multi = start_two_hosts()
     single = _start(tmp_path / "one_host", 4)
+    # A preemption notice to one host, once the run is under way (its config is written):
+    # JAX's preemption service tells the other, both stop after the same step and save it.
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "two_hosts" / "config.json").exists() and multi[1].poll() is None:
+        assert time.monotonic() < deadline, "the two-host run did not start"
+        time.sleep(0.05)
+    multi[1].send_signal(signal.SIGTERM)
+    stopped = _finish({"process 0": multi[0], "process 1": multi[1]}, status=STOPPED_STATUS)
+    steps = {name: re.findall(r"^stopped at step (\d+); checkpoint saved", output, re.M) for name, output in stopped.items()}
+    assert steps["process 0"] == steps["process 1"] and len(steps["process 0"]) == 1, steps
+    step = int(steps["process 0"][0])
+    assert 0 < step < OVERRIDES["num_train_steps"]
+    assert (tmp_path / "two_hosts" / "checkpoints" / str(step)).is_dir()
+
+    multi = start_two_hosts()
     outputs = _finish({"process 0": multi[0], "process 1": multi[1], "single process": single})
+    assert f"resuming from the checkpoint at step {step}" in outputs["process 0"]
     assert "2 process(es), 4 device(s)" in outputs["process 0"]
 
     two, one = read_metrics(tmp_path / "two_hosts"), read_metrics(tmp_path / "one_host")
     for split, names in (("train", ("loss", "grad_norm")), ("val", ("mae", "rmse", "num_images"))):
         a = [r for r in two if r["split"] == split]
         b = [r for r in one if r["split"] == split]
-        assert [r["step"] for r in a] == [r["step"] for r in b] and a
+        assert [r["step"] for r in a] == [r["step"] for r in b] and a  # each step once: one run
         for name in names:
             np.testing.assert_allclose([r[name] for r in a], [r[name] for r in b], rtol=METRIC_RTOL, err_msg=f"{split}/{name}")
     assert [r["num_images"] for r in two if r["split"] == "val"][0] == 2  # both processes' images counted
