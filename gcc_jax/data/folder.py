@@ -43,12 +43,17 @@ import logging
 import pathlib
 import warnings
 
-import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image, ImageOps
 
 from gcc_jax.data import _builder_base as base
-from gcc_jax.data.point_annotations import MISSING_ANNOTATION_POLICIES, FolderScan, find_annotated_images
+from gcc_jax.data.point_annotations import (
+    MISSING_ANNOTATION_POLICIES,
+    AnnotatedImage,
+    FolderScan,
+    ImageAnnotation,
+    find_annotated_images,
+)
 
 __all__ = ["SPLIT_FOLDERS", "CrowdFolder", "hash_split", "read_upright_image"]
 
@@ -119,6 +124,35 @@ def read_upright_image(path) -> tuple[bytes, int, int]:
     upright.save(buffer, format="PNG")
     _log.info("%s: turned upright by its EXIF orientation and stored as PNG", path)
     return buffer.getvalue(), upright.height, upright.width
+
+
+def read_annotated_image(image: ImageAnnotation) -> tuple[AnnotatedImage, bytes, int, int]:
+    """Reads one annotated photo and its annotation as the folder data set stores them.
+
+    Args:
+      image: a photo found by :func:`~gcc_jax.data.point_annotations.find_annotated_images`.
+
+    Returns:
+      ``(annotation, encoded bytes, height, width)``: the points are in the coordinates of the
+      upright photo (:func:`read_upright_image`); points outside it are left to the caller.
+
+    Raises:
+      BadExampleError: the photo or its annotation cannot be read, or a tool that records the
+        image size (LabelMe, CVAT) annotated an image of another size than the upright photo
+        (names the annotation file).
+    """
+    annotated = image.read()
+    encoded, height, width = read_upright_image(image.image_path)
+    if annotated.annotated_hw is not None and tuple(annotated.annotated_hw) != (height, width):
+        tool_h, tool_w = annotated.annotated_hw
+        turned = " (turned by 90 degrees: the tool did not apply the photo's EXIF orientation)" if (
+            tool_w, tool_h) == (height, width) else ""  # fmt: skip
+        raise base.BadExampleError(
+            annotated.annotation_path or image.image_path,
+            f"annotates a {tool_w}x{tool_h} image, but {image.relative_path} is {width}x{height} "
+            f"as stored upright{turned}; annotate the photo itself",
+        )  # fmt: skip
+    return annotated, encoded, height, width
 
 
 class CrowdFolder(base.CrowdBuilder):
@@ -243,17 +277,8 @@ class CrowdFolder(base.CrowdBuilder):
         metadata = self._metadata()
 
         def make(image):
-            annotated = image.read()
-            encoded, height, width = read_upright_image(image.image_path)
+            annotated, encoded, height, width = read_annotated_image(image)
             source = annotated.annotation_path or image.image_path
-            if annotated.annotated_hw is not None and tuple(annotated.annotated_hw) != (height, width):
-                tool_h, tool_w = annotated.annotated_hw
-                turned = " (turned by 90 degrees: the tool did not apply the photo's EXIF orientation)" if (
-                    tool_w, tool_h) == (height, width) else ""  # fmt: skip
-                raise base.BadExampleError(
-                    source, f"annotates a {tool_w}x{tool_h} image, but {image.relative_path} is {width}x{height} "
-                    f"as stored upright{turned}; annotate the photo itself",
-                )  # fmt: skip
             points, _ = self._inside_image(split, annotated.points, height, width, source)
             for kind, count in annotated.unused_shapes.items():
                 metadata["unused_shapes"][kind] = metadata["unused_shapes"].get(kind, 0) + count

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from gcc_jax.data._builder_base import BadExampleError
-from gcc_jax.data.folder import read_upright_image
+from gcc_jax.data.folder import read_annotated_image
 from gcc_jax.data.point_annotations import find_annotated_images
 
 __all__ = ["AnnotatedFolderSource"]
@@ -79,17 +79,7 @@ class AnnotatedFolderSource:
           an image of another size (names the file).
         """
         entry = self._images[int(index)]
-        annotated = entry.read()
-        encoded, height, width = read_upright_image(entry.image_path)
-        if annotated.annotated_hw is not None and tuple(annotated.annotated_hw) != (height, width):
-            # The folder builder refuses such an annotation too (gcc_jax.data.folder).
-            tool_h, tool_w = annotated.annotated_hw
-            turned = " (turned by 90 degrees: the tool did not apply the photo's EXIF orientation)" if (
-                tool_w, tool_h) == (height, width) else ""  # fmt: skip
-            raise BadExampleError(
-                annotated.annotation_path, f"annotates a {tool_w}x{tool_h} image, but {entry.relative_path} is "
-                f"{width}x{height} as stored upright{turned}; annotate the photo itself",
-            )  # fmt: skip
+        annotated, encoded, height, width = read_annotated_image(entry)
         points = np.asarray(annotated.points, np.float32).reshape(-1, 2)
         inside = (points[:, 0] >= 0) & (points[:, 0] <= width) & (points[:, 1] >= 0) & (points[:, 1] <= height)
         if not inside.all():
