@@ -2,6 +2,7 @@
 fine-tunes the best checkpoint of an earlier run's workdir on it, then evaluation and prediction
 read the new workdir. (``tests/test_own_images_readme.py`` runs the README's commands, slow.)"""
 
+import csv
 import json
 import logging
 import pathlib
@@ -9,11 +10,14 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from PIL import Image
 from tiny_runs import tiny_config
 
 from gcc_jax.data import build_dataset
+from gcc_jax.image_results import ImageResults
 from gcc_jax.inference import evaluate_checkpoint
+from gcc_jax.localization_scoring import LocalizationOptions
 from gcc_jax.predict import count
 from gcc_jax.training import RunCheckpoints, create_model, load_config_module, load_workdir_config, resolve_recipe
 from gcc_jax.training import read_metrics, train_and_evaluate
@@ -62,7 +66,15 @@ def test_fine_tune_a_workdir_on_a_folder_then_evaluate_and_predict(tmp_path, cap
     assert [r["step"] for r in train][-1] == 4 and np.isfinite([r["loss"] for r in train]).all()
     assert final["num_images"] == 1  # val/ holds one photo
 
-    result = evaluate_checkpoint(load_workdir_config(tmp_path / "mine"), workdir=tmp_path / "mine", split="test")
+    mine = load_workdir_config(tmp_path / "mine")
+    per_image = ImageResults(LocalizationOptions.from_config(mine), num_worst=1)
+    result = evaluate_checkpoint(mine, workdir=tmp_path / "mine", split="test", on_image=per_image)
     assert result["num_images"] == 1 and result["split"] == "test" and np.isfinite(result["mae"])
+    with open(per_image.write_csv(tmp_path / "images.csv"), newline="") as rows:
+        (row,) = csv.DictReader(rows)
+    assert row["file"] == "test/photo_4.jpg" and float(row["true_count"]) == 9
+    assert abs(float(row["error"])) == pytest.approx(result["mae"], abs=5e-5)  # the CSV writes 4 decimals
+    (picture,) = per_image.write_pictures(tmp_path / "pictures")
+    assert picture.name == "worst_01_test_photo_4.png" and Image.open(picture).size[0] >= 128
     (prediction,) = count([tmp_path / "photos" / "test" / "photo_4.jpg"], checkpoint=tmp_path / "mine")
     assert prediction.image_hw == (96, 128) and np.isfinite(prediction.count)
