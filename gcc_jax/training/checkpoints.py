@@ -5,7 +5,9 @@ Layout of a workdir::
     WORKDIR/checkpoints/<step>/state      TrainState (step, params, opt_state)
     WORKDIR/checkpoints/<step>/position   {"step", "epoch", "batch"}: where the input
                                           pipeline continues (batch = batches of `epoch`
-                                          already consumed)
+                                          already consumed); "metrics": the step metrics not
+                                          yet averaged into metrics.jsonl (training loop)
+    WORKDIR/damaged_checkpoints/<step>    checkpoints a resuming run could not read
     WORKDIR/best/<step>/params            parameters of the best evaluation so far
     WORKDIR/best/<step>/metrics           its validation metrics
 

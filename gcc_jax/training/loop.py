@@ -46,7 +46,7 @@ import numpy as np
 from gcc_jax.data import make_train_dataset, train_steps_per_epoch
 from gcc_jax.localization_scoring import LocalizationOptions
 from gcc_jax.training import config as config_lib
-from gcc_jax.training.checkpoints import RunCheckpoints, latest_param_shapes, param_shape_differences
+from gcc_jax.training.checkpoints import CheckpointError, RunCheckpoints, latest_param_shapes, param_shape_differences
 from gcc_jax.training.config import dataset_kwargs, pipeline_kwargs
 from gcc_jax.training.evaluation import (
     evaluate,
@@ -333,6 +333,13 @@ def _restore(checkpoints: RunCheckpoints, state: TrainState, writer: MetricWrite
     return state, position, metrics
 
 
+def _close_after_failure(checkpoints: RunCheckpoints) -> None:
+    """Closes the managers as a run fails; a save that failed was already reported (the error
+    that ends the run), so its failure is not raised a second time in place of that error."""
+    with contextlib.suppress(CheckpointError):
+        checkpoints.close()
+
+
 def _epoch_line(position: _Position, total_steps: int, train_means: dict, eval_metrics: dict) -> str:
     line = f"epoch {position.epoch} step {position.step}/{total_steps}: train {_format(train_means, ('loss', 'count_error'))}"
     if eval_metrics.get("epoch") == position.epoch:  # evaluated at the end of this epoch
@@ -385,7 +392,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
         workdir.mkdir(parents=True, exist_ok=True)
         _save_config(config, workdir)
     checkpoints = RunCheckpoints(workdir, max_to_keep=config.max_checkpoints_to_keep)
-    on_failure.callback(checkpoints.close)
+    on_failure.callback(_close_after_failure, checkpoints)
     writer = MetricWriter(workdir, enabled=is_chief)
     on_failure.callback(writer.close)
     state, position, saved_metrics = _restore(checkpoints, state, writer)

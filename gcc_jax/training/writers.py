@@ -22,6 +22,7 @@ import os
 import pathlib
 import struct
 import sys
+import uuid
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -62,7 +63,9 @@ class MetricWriter:
     def _summary(self) -> SummaryWriter:
         # Opened at the first write, so that discard_after never meets this run's own file.
         if self._writer is None:
-            self._writer = SummaryWriter(str(self.tensorboard_dir))
+            # tensorboardX names the file after the second and the host: a run restarted within
+            # the same second would open the lost run's file again and overwrite it.
+            self._writer = SummaryWriter(str(self.tensorboard_dir), filename_suffix=f".{uuid.uuid4().hex[:8]}")
         return self._writer
 
     def discard_after(self, step: int, *, train_at_step: bool = False) -> None:

@@ -166,3 +166,27 @@ def test_a_save_killed_midway_leaves_the_previous_checkpoint_newest(tmp_path, ca
     checkpoints.close()
     assert position["step"] == 2 and float(state["params"]["w"][0, 0]) == 2.0
     assert not _warnings(caplog)  # the partial save is orbax's temporary folder: not a damaged checkpoint
+
+
+def test_a_run_whose_save_fails_ends_in_one_error_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys):
+    from gcc_jax import cli
+    from gcc_jax.training import train_and_evaluate
+    from tiny_runs import tiny_config
+
+    config = tiny_config(num_train_steps=4, checkpoint_every_steps=2)
+    start_writing = ocp.PyTreeCheckpointHandler.async_save
+
+    async def fail_at_step_4(self, directory, *args, **kwargs):
+        if f"{tmp_path / 'checkpoints' / '4'}" in str(directory):
+            raise PermissionError(13, "Permission denied", str(directory))
+        return await start_writing(self, directory, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.PyTreeCheckpointHandler, "async_save", fail_at_step_4)
+    status = cli.run(lambda: train_and_evaluate(config, tmp_path))
+    assert status == cli.FAILURE
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert f"cannot write the checkpoint of step 4 to {tmp_path / 'checkpoints'}" in errors[0]
+    assert "Permission denied" in errors[0] and "the checkpoint of step 2 is intact" in errors[0]
+    monkeypatch.undo()
+    assert RunCheckpoints(tmp_path).latest_step() == 2
