@@ -11,6 +11,7 @@ dropped or ignored is logged and written to the prepared dataset's ``metadata.js
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -34,7 +35,6 @@ __all__ = [
     "find_root",
     "load_mat",
     "natural_key",
-    "paired_files",
     "read_image",
 ]
 
@@ -83,25 +83,6 @@ def load_mat(path: pathlib.Path) -> dict:
         return scipy.io.loadmat(path)
     except Exception as error:  # scipy raises many types (ValueError, TypeError, OSError…)
         raise BadExampleError(path, f"cannot read the .mat file ({type(error).__name__}: {error})") from error
-
-
-def paired_files(image_path, annotation_path, *, missing_image: str, missing_annotation: str):
-    """``(image_path, annotation_path)`` of one example whose two files were found by name.
-
-    Args:
-      image_path: the image file, ``None`` when none was found.
-      annotation_path: its annotation file, ``None`` when none was found.
-      missing_image: the problem reported when the image is missing.
-      missing_annotation: the problem reported when the annotation is missing.
-
-    Raises:
-      BadExampleError: one of the two is missing; it names the file that is there.
-    """
-    if annotation_path is None:
-        raise BadExampleError(image_path, missing_annotation)
-    if image_path is None:
-        raise BadExampleError(annotation_path, missing_image)
-    return image_path, annotation_path
 
 
 def read_image(path) -> tuple[bytes, int, int]:
@@ -261,6 +242,31 @@ class CrowdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         encoded, height, width = read_image(image_path)
         points, keep = self._inside_image(split, points, height, width, annotation_path)
         return {"image": encoded, "image/filename": image_path.name, "points": points}, keep
+
+    def _paired_examples(self, split: str, keys, images: dict, annotations: dict, read_points, *, describe):
+        """Yields ``(key, example)`` of images paired by name with the files of their points.
+
+        Args:
+          split: the split being built.
+          keys: ``(example key, pairing key)`` pairs, in the order to build them.
+          images: pairing key -> image file found.
+          annotations: pairing key -> annotation file found (either may lack a key).
+          read_points: annotation file -> ``[N, 2]`` float32 points ``(x, y)`` (raises
+            :class:`BadExampleError` on a bad file).
+          describe: pairing key -> ``(problem if the image is missing, problem if the
+            annotation is missing)``; the error names the file that is there.
+        """
+
+        def make(key):
+            image_path, annotation_path = images.get(key), annotations.get(key)
+            missing_image, missing_annotation = describe(key)
+            if annotation_path is None:
+                raise BadExampleError(image_path, missing_annotation)
+            if image_path is None:
+                raise BadExampleError(annotation_path, missing_image)
+            return self._example_with_points(split, image_path, read_points(annotation_path), annotation_path)[0]
+
+        yield from self._guarded(split, ((name, functools.partial(make, key)) for name, key in keys))
 
     def _ignore_files(self, split: str, folder, names) -> None:
         """Logs (and records) stray files that carry no annotation, e.g. ``Thumbs.db``."""

@@ -167,12 +167,8 @@ class Shanghaitech(base.CrowdBuilder):
         if len(stems) != expected:
             _log.info("%s: %d images (the full release has %d)", folder, len(stems), expected)
 
-        def make(stem):
-            image_path, gt_path = base.paired_files(
-                images.get(stem), annotations.get(stem),
-                missing_image=f"image {stem}.jpg is missing in {images_dir}",
-                missing_annotation=f"annotation file GT_{stem}.mat is missing in {gt_dir}",
-            )  # fmt: skip
-            return self._example_with_points(split, image_path, read_shanghaitech_mat(gt_path), gt_path)[0]
-
-        yield from self._guarded(split, ((stem, (lambda s=stem: make(s))) for stem in stems))
+        yield from self._paired_examples(
+            split, [(stem, stem) for stem in stems], images, annotations, read_shanghaitech_mat,
+            describe=lambda stem: (f"image {stem}.jpg is missing in {images_dir}",
+                                   f"annotation file GT_{stem}.mat is missing in {gt_dir}"),
+        )  # fmt: skip

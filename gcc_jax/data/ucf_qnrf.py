@@ -124,12 +124,7 @@ class UcfQnrf(base.CrowdBuilder):
             self._ignore_files(split, folder, stray)
         numbers = sorted(n for n in set(images) | set(annotations) if wanted(n))
 
-        def make(number):
-            image_path, ann_path = base.paired_files(
-                images.get(number), annotations.get(number),
-                missing_image=f"image img_{number:04d}.jpg is missing",
-                missing_annotation=f"annotation file img_{number:04d}_ann.mat is missing",
-            )  # fmt: skip
-            return self._example_with_points(split, image_path, read_ann_points_mat(ann_path), ann_path)[0]
-
-        yield from self._guarded(split, ((f"img_{n:04d}", (lambda n=n: make(n))) for n in numbers))
+        yield from self._paired_examples(
+            split, [(f"img_{n:04d}", n) for n in numbers], images, annotations, read_ann_points_mat,
+            describe=lambda n: (f"image img_{n:04d}.jpg is missing", f"annotation file img_{n:04d}_ann.mat is missing"),
+        )  # fmt: skip
