@@ -46,7 +46,10 @@ def write_onnx(
     Raises:
       ModuleNotFoundError: jax2onnx is not installed (the ``export`` extra).
     """
-    from jax2onnx import to_onnx
+    try:
+        from jax2onnx import to_onnx
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(f"ONNX export needs jax2onnx: pip install 'gcc_jax[export]' ({err})") from err
 
     spec = jax.ShapeDtypeStruct((1, height, width, 3), jnp.uint8)
     model = to_onnx(

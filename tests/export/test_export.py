@@ -181,3 +181,14 @@ def test_peak_map_follows_density_to_points(one_per_plateau):
         mine = np.argwhere(np.asarray(peaks[0]) > 0)[:, ::-1]
         assert sorted(map(tuple, mine.tolist())) == sorted(map(tuple, found.astype(int).tolist()))
         assert len(mine) > 0
+
+
+def test_command_line_writes_the_file_or_one_error_line(model_dir, tmp_path, capsys):
+    from gcc_jax.export.__main__ import main
+
+    assert main(["--checkpoint", str(model_dir), "--out", str(tmp_path / "x"), "--format", "tflite"]) == 1
+    assert capsys.readouterr().err.splitlines()[0] == "error: tflite needs the input size: --size HEIGHT WIDTH (pixels)"
+    assert main(["--checkpoint", str(tmp_path), "--out", str(tmp_path / "x"), "--format", "stablehlo"]) == 1
+    assert "neither a training workdir" in capsys.readouterr().err
+    assert main(["--checkpoint", str(model_dir), "--out", str(tmp_path / "y"), "--format", "stablehlo"]) == 0
+    assert (tmp_path / "y" / "model.stablehlo").is_file() and (tmp_path / "y" / "metadata.json").is_file()
