@@ -98,10 +98,9 @@ def export_model(
     path = out / _formats.FILE_NAMES[format]
     if format == "stablehlo":
         _formats.write_stablehlo(serve, path)
-    elif format == "onnx":
-        _formats.write_onnx(serve, path, height=size[0], width=size[1], input_name=INPUT_NAME, output_names=OUTPUT_NAMES)
     else:
-        _formats.write_tflite(serve, path, height=size[0], width=size[1], input_name=INPUT_NAME, output_names=OUTPUT_NAMES)
+        write = _formats.write_onnx if format == "onnx" else _formats.write_tflite
+        write(serve, path, height=size[0], width=size[1], input_name=INPUT_NAME, output_names=OUTPUT_NAMES)
     config = trained.config
     metadata = {
         "format": format, "file": path.name, "gcc_jax_version": gcc_jax.__version__,

@@ -149,7 +149,8 @@ def test_readme_deploy_snippets_run(fmt, model_dir, photos, predictor, tmp_path)
     export_model(model_dir, tmp_path / "exported", format=fmt, size=None if fmt == "stablehlo" else size)
     shutil.copy(photos[size], tmp_path / "crowd.jpg")
     script = tmp_path / "snippet.py"
-    script.write_text(_readme_snippets()[fmt] + '\nimport sys\nassert not any(m.startswith("gcc_jax") for m in sys.modules)\n')
+    check = '\nimport sys\nassert not any(m.startswith("gcc_jax") for m in sys.modules)\n'
+    script.write_text(_readme_snippets()[fmt] + check)
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     expected = predictor.predict(photos[size])
