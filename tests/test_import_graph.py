@@ -22,11 +22,12 @@ LAYERS = (
     ("gcc_jax.data", "gcc_jax.localization_scoring", "gcc_jax.localization_pictures", "gcc_jax.image_results"),
     ("gcc_jax.training",),
     ("gcc_jax.inference",),
-    ("gcc_jax.predict", "gcc_jax.evaluate", "gcc_jax.convert_weights"),
+    ("gcc_jax.predict", "gcc_jax.evaluate", "gcc_jax.convert_weights", "gcc_jax.export"),
 )
 _LAYER = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
 # Modules that are only command lines: the library never imports them.
-COMMAND_LINES = ("gcc_jax.evaluate", "gcc_jax.convert_weights", "gcc_jax.predict.__main__", "gcc_jax.models.__main__")
+COMMAND_LINES = ("gcc_jax.evaluate", "gcc_jax.convert_weights", "gcc_jax.predict.__main__", "gcc_jax.models.__main__",
+                 "gcc_jax.export.__main__")
 
 
 def _module_name(path: pathlib.Path) -> str:

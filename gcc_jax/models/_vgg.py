@@ -42,6 +42,11 @@ _HEAD = ((256, 3), (128, 3), (1, 1))
 _HEAD_NAMES = ("conv1", "conv2", "conv3")
 
 
+def _is_concrete(size) -> bool:
+    """Whether ``size`` is a number, not a symbolic dimension of ``jax.export``."""
+    return isinstance(size, (int, np.integer))
+
+
 def output_shape(height: int, width: int) -> tuple[int, int]:
     """Size of the density map :class:`VGG19Density` returns for a ``height × width`` input.
 
@@ -195,7 +200,7 @@ class _Features(nn.Module):
         stride = 1
         for spec in self.specs:
             if spec.stride != stride:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+                x = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
                 stride = spec.stride
             x = nn.relu(_conv(spec, self.dtype, _FEATURE_INIT)(x))
         return x
@@ -276,21 +281,30 @@ class VGG19Density(nn.Module):
         """Density maps of a batch of normalised images.
 
         Args:
-          images: ``[B, H, W, 3]`` float, ImageNet-normalised RGB; any ``H, W ≥ 1``.
+          images: ``[B, H, W, 3]`` float, ImageNet-normalised RGB; any ``H, W ≥ 1``, also
+            symbolic sizes of a shape-polymorphic ``jax.export``.
 
         Returns:
           ``[B, ceil(H/8), ceil(W/8)]`` float32, non-negative.
 
         Raises:
-          ValueError: if ``images`` is not ``[B, H, W, 3]``.
+          ValueError: if ``images`` is not ``[B, H, W, 3]`` or a concrete size is below 1.
         """
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images must have shape [B, H, W, 3], got {tuple(images.shape)}")
         height, width = images.shape[1:3]
-        out_h, out_w = output_shape(height, width)
-        pad_h, pad_w = -height % _FEATURE_STRIDE, -width % _FEATURE_STRIDE
+        if _is_concrete(height) and _is_concrete(width):
+            out_h, out_w = output_shape(height, width)
+        else:
+            # Symbolic sizes (jax.export with shape polymorphism, e.g. ``"(n, h, w, 3)"``):
+            # jax.export already assumes every dimension ≥ 1, so only the rule remains.
+            out_h, out_w = -(-height // STRIDE), -(-width // STRIDE)
+        # Written as 16·ceil(H/16) − H rather than −H mod 16: on symbolic sizes jax.export
+        # then proves the shapes below (16·c after the pad, c after the pools) at once.
+        pad_h = _FEATURE_STRIDE * -(-height // _FEATURE_STRIDE) - height
+        pad_w = _FEATURE_STRIDE * -(-width // _FEATURE_STRIDE) - width
         x = jnp.asarray(images, self.dtype)
-        if pad_h or pad_w:
+        if not (_is_concrete(pad_h) and _is_concrete(pad_w)) or pad_h or pad_w:
             x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
 
         specs = conv_layers(self.width)
@@ -298,4 +312,5 @@ class VGG19Density(nn.Module):
         x = _upsample_nearest_x2(x) if self.upsample == "nearest" else _upsample_bilinear_x2(x)
         x = _Head(specs[-3:], self.dtype, name="head")(x)[..., 0]
         x = jnp.abs(x) if self.output == "abs" else nn.relu(x)
-        return x[:, :out_h, :out_w].astype(jnp.float32)
+        # lax.slice, not indexing: a gather's bounds check on symbolic sizes is slow to decide.
+        return jax.lax.slice(x, (0, 0, 0), (x.shape[0], out_h, out_w)).astype(jnp.float32)

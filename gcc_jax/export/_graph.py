@@ -1,0 +1,145 @@
+"""The function that is exported: uint8 images in; density, count and peak map out.
+
+Everything a user would otherwise re-implement outside Python happens inside the graph, with
+operations that keep every size symbolic (no shape-dependent numpy constants):
+
+1. ImageNet normalisation (:func:`gcc_jax.imagenet.normalize_images`: the same float32
+   ``(x − 255·mean) · 1/(255·std)``);
+2. the network (:class:`gcc_jax.models.VGG19Density`, padded to a multiple of 16 by its own
+   rule): density ``[N, ceil(H/8), ceil(W/8)]``;
+3. count = the sum of each map;
+4. the peak map of :func:`gcc_jax.localization.density_to_points`'s rule, written with
+   shape-free operations: bilinear ×8 upsampling (PyTorch ``align_corners=False``: output pixel
+   ``8j + k`` interpolates cells ``j − 1, j`` for ``k < 4`` and ``j, j + 1`` for ``k ≥ 4`` with
+   the weights ``(7 − 2k)/16, (9 + 2k)/16`` resp. ``(15 − 2k)/16, (2k − 7)/16``, the border
+   clamped, the same float32 products and sums in the same order as ``upsample_bilinear``),
+   cropped to the image's ``H × W`` pixels (the recipe's valid region), a pixel is a peak when
+   it equals the maximum of its ``window × window`` neighbourhood (max-pooling, −∞ outside),
+   is ``≥ threshold`` and ``> 0``; with ``one_per_plateau`` it must also be strictly above the
+   neighbours before it in row-major order (one pixel per plateau of equal maxima). The map
+   holds the upsampled density at the peaks and 0 elsewhere, so
+   ``np.argwhere(peaks[i] > 0)[:, ::-1]`` are the ``(x, y)`` pixels of image ``i``'s heads
+   and ``peaks[i][y, x]`` their scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from gcc_jax.imagenet import normalize_images
+from gcc_jax.models import STRIDE, VGG19Density
+
+__all__ = ["OUTPUT_NAMES", "serving_function", "upsample_peak_values"]
+
+# Names of the outputs, in order, in every format.
+OUTPUT_NAMES = ("density", "count", "peaks")
+
+
+def _upsample_axis(values: jax.Array, axis: int) -> jax.Array:
+    """×``STRIDE`` bilinear upsampling of one axis, PyTorch ``align_corners=False`` (see the
+    module docstring); works on symbolic sizes."""
+    size = values.shape[axis]
+    # Neighbour cells by shifting (padding with negative amounts keeps the symbolic size) and
+    # repeating the border cell (the clamping of the source index), not by slicing or
+    # gathering: converters then need no bound on the symbolic size.
+    index = lax.broadcasted_iota(jnp.int32, [size if a == axis else 1 for a in range(values.ndim)], axis)
+    zero = jnp.zeros((), values.dtype)
+    shift = [(0, 0, 0)] * values.ndim
+    shift[axis] = (1, -1, 0)
+    before = jnp.where(index == 0, values, lax.pad(values, zero, shift))
+    shift[axis] = (-1, 1, 0)
+    after = jnp.where(index == size - 1, values, lax.pad(values, zero, shift))
+    phases = []
+    for k in range(STRIDE):
+        # λ1 = src − ⌊src⌋ with src = j + (2k + 1 − STRIDE) / (2 STRIDE): exact in float32.
+        offset = (2 * k + 1 - STRIDE) / (2 * STRIDE)
+        if offset < 0:
+            low, high, weight_high = before, values, 1 + offset
+        else:
+            low, high, weight_high = values, after, offset
+        weight_low = 1 - weight_high
+        phases.append(jnp.asarray(weight_low, values.dtype) * low + jnp.asarray(weight_high, values.dtype) * high)
+    stacked = jnp.stack(phases, axis=axis + 1)
+    shape = list(values.shape)
+    shape[axis] = size * STRIDE
+    out = stacked.reshape(shape)
+    # PyTorch clamps src at 0, so the first half-cell reads cell 0 alone (weights 1 and 0):
+    # copy it rather than mixing it with its own copy, which can round differently.
+    position = lax.broadcasted_iota(jnp.int32, [size * STRIDE if a == axis else 1 for a in range(values.ndim)], axis)
+    first = lax.slice_in_dim(values, 0, 1, axis=axis)
+    return jnp.where(position < STRIDE // 2, first, out)
+
+
+def upsample_peak_values(density: jax.Array) -> jax.Array:
+    """``[N, h, w]`` density → ``[N, 8h, 8w]``, bitwise what
+    :func:`gcc_jax.localization.upsample_bilinear` gives (width first, then height), on
+    symbolic sizes too."""
+    return _upsample_axis(_upsample_axis(density, 2), 1)
+
+
+def _peak_map(density: jax.Array, height, width, *, threshold: float, window: int, one_per_plateau: bool) -> jax.Array:
+    upsampled = upsample_peak_values(density)
+    values = lax.slice(upsampled, (0, 0, 0), (upsampled.shape[0], height, width))
+    half = window // 2
+    pooled = lax.reduce_window(
+        values, -jnp.inf, lax.max, (1, window, window), (1, 1, 1), ((0, 0), (half, half), (half, half))
+    )
+    is_peak = (values == pooled) & (values >= jnp.asarray(threshold, values.dtype)) & (values > 0)
+    if one_per_plateau:
+        minus_inf = jnp.asarray(-jnp.inf, values.dtype)
+        for dy in range(-half, 1):
+            for dx in range(-half, half + 1 if dy < 0 else 0):
+                # The neighbour (x + dx, y + dy) at (x, y), −∞ beyond the border: a shift by
+                # padding with negative amounts, which keeps symbolic sizes unchanged.
+                neighbour = lax.pad(values, minus_inf, ((0, 0, 0), (-dy, dy, 0), (-dx, dx, 0)))
+                is_peak &= values > neighbour
+    return jnp.where(is_peak, values, jnp.zeros((), values.dtype))
+
+
+def serving_function(
+    model: VGG19Density,
+    variables: Any,
+    *,
+    threshold: float,
+    one_per_plateau: bool = True,
+    window: int = 3,
+) -> Callable[[jax.Array], tuple[jax.Array, jax.Array, jax.Array]]:
+    """The deployable forward pass of a trained model, its variables closed over as constants.
+
+    Args:
+      model: the ``VGG19Density``.
+      variables: its variables (``{"params": ...}``).
+      threshold: peak threshold on the per-cell density scale (the model's localization
+        threshold, :func:`gcc_jax.inference.resolve_localization`).
+      one_per_plateau: one peak pixel per plateau of equal maxima (predict's default);
+        ``False``: every pixel of a plateau (GL's recipe).
+      window: odd side of the local-maximum window in upsampled pixels.
+
+    Returns:
+      ``serve(images)``: ``images`` uint8 RGB ``[N, H, W, 3]`` (any ``N, H, W ≥ 1``) →
+      ``(density [N, ceil(H/8), ceil(W/8)], count [N], peaks [N, H, W])`` float32 (see the
+      module docstring for ``peaks``).
+
+    Raises:
+      ValueError: ``window`` is not a positive odd integer or ``threshold`` is negative.
+    """
+    if isinstance(window, bool) or int(window) != window or window < 1 or window % 2 == 0:
+        raise ValueError(f"window must be a positive odd integer, got {window!r}")
+    if not threshold >= 0:
+        raise ValueError(f"threshold must be >= 0, got {threshold!r}")
+
+    def serve(images):
+        height, width = images.shape[1:3]
+        density = model.apply(variables, normalize_images(images))
+        count = density.sum(axis=(1, 2))
+        peaks = _peak_map(
+            density, height, width, threshold=float(threshold), window=int(window), one_per_plateau=one_per_plateau
+        )
+        return density, count, peaks
+
+    return serve
