@@ -126,7 +126,7 @@ def test_the_requirements_without_tensorflow_are_pyproject_s_less_tensorflow():
 
 
 # A fresh virtual environment filled from PyPI (or pip's cache): jax, flax, orbax, grain, TFDS,
-# scipy, matplotlib... A few minutes with a warm cache, more without; hence slow. Run by hand:
+# scipy, matplotlib...: 312 s here (2 shared cores at load ~10, pip cache warm); hence slow. By hand:
 #   pytest -m slow tests/test_without_tensorflow.py -k fresh
 @pytest.mark.slow
 def test_a_fresh_environment_installs_with_one_command_and_trains_with_grain(tmp_path):
