@@ -49,10 +49,12 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     # orbax logs every checkpoint step at INFO through absl; keep the console to our lines.
     cli.quiet_library_logs(verbose=FLAGS["verbosity"].present or FLAGS.debug)
-    from gcc_jax import training  # after flag parsing: importing JAX must not precede distributed start-up
+    # after flag parsing: importing JAX must not precede distributed start-up
+    from gcc_jax import training
+    from gcc_jax.runtime import initialize_distributed
 
     if FLAGS.distributed or FLAGS.coordinator_address:
-        training.initialize_distributed(
+        initialize_distributed(
             coordinator_address=FLAGS.coordinator_address, num_processes=FLAGS.num_processes, process_id=FLAGS.process_id
         )
     workdir = FLAGS.workdir

@@ -94,14 +94,14 @@ def initial_params(args) -> dict:
     starts with (features Kaiming normal, biases 0, regression head N(0, 0.01))."""
     import jax
 
-    from gcc_jax.training import create_model
+    from gcc_jax.runtime import create_model
 
     dummy = np.zeros((1, args.crop, args.crop, 3), np.float32)
     return create_model(_config(args, {}, 1.0)).init(jax.random.key(args.seed), dummy)["params"]
 
 
 def _config(args, options: dict, rate: float):
-    from gcc_jax.training import load_config_module, resolve_recipe
+    from gcc_jax.runtime import load_config_module, resolve_recipe
 
     config = load_config_module(ROOT / "configs" / "default.py").get_config()
     config.loss.name = "bl"
@@ -145,10 +145,8 @@ def run_jax(args, variant: str, rate: float, batches, validation) -> dict:
 
     from benchmarks.official_trainers import official_network
     from gcc_jax.models import params_from_torch
-    from gcc_jax.training import (
-        TrainState, create_learning_rate_fn, create_mesh, create_model, create_optimizer, global_batch,
-        make_loss_fn, make_train_step,
-    )  # fmt: skip
+    from gcc_jax.runtime import create_mesh, create_model, global_batch
+    from gcc_jax.training import TrainState, create_learning_rate_fn, create_optimizer, make_loss_fn, make_train_step
     from gcc_jax.training.steps import TRAIN_BATCH_KEYS
 
     config = _config(args, {}, rate)

@@ -64,7 +64,7 @@ THRESHOLDS = tuple(np.round(np.arange(0.01, 0.61, 0.01), 2))  # localization can
 
 def study_config(variant: str, *, epochs: int, l2_sigma: float, seed: int):
     """``configs/synthetic.py`` with the study's overrides for one entry of :data:`VARIANTS`."""
-    from gcc_jax.training import load_config_module
+    from gcc_jax.runtime import load_config_module
 
     root = pathlib.Path(__file__).resolve().parents[1]
     config = load_config_module(root / "configs" / "synthetic.py").get_config()
@@ -94,7 +94,7 @@ def predictions(config, workdir: pathlib.Path, split: str) -> list[dict]:
     """Per-image records (density, points, image, ...) of the run's final parameters on ``split``."""
     import jax
 
-    from gcc_jax.training import (
+    from gcc_jax.runtime import (
         create_model,
         iterate_predictions,
         local_eval_mesh,

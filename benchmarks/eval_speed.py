@@ -6,7 +6,7 @@
 ``--num_images`` random images (normalised scale) whose heights and widths are drawn
 uniformly from the integers in ``[--min_side, --max_side]`` (default 384–1024, the range of
 ShanghaiTech A) are run through the evaluation path of the program — the jitted prediction
-step :func:`gcc_jax.training.make_predict_fn` of a randomly initialised ``VGG19Density`` —
+step :func:`gcc_jax.runtime.make_predict_fn` of a randomly initialised ``VGG19Density`` —
 twice: a cold pass (every new input shape compiles) and a warm pass (all compiled). Each
 image is padded at the bottom and right with zeros (the ImageNet mean colour after
 normalisation, as :func:`gcc_jax.data.make_eval_dataset` pads) up to a multiple of
@@ -78,7 +78,7 @@ def main(argv=None):
     import jax
 
     from gcc_jax.models import VGG19Density
-    from gcc_jax.training import local_eval_mesh, make_predict_fn
+    from gcc_jax.runtime import local_eval_mesh, make_predict_fn
 
     info = describe_machine()
     machine = machine_label(info)

@@ -62,7 +62,7 @@ def make_inputs(batch: int, crop: int, max_points: int, seed: int) -> dict[str, 
 
 
 def _config(loss: str, *, width: float, crop: int, batch: int, max_points: int):
-    from gcc_jax.training import load_config_module, resolve_recipe
+    from gcc_jax.runtime import load_config_module, resolve_recipe
 
     config = load_config_module(ROOT / "configs" / "default.py").get_config()
     config.loss.name = loss
@@ -80,13 +80,11 @@ class JaxStep:
     def __init__(self, loss: str, inputs: dict, *, width: float, crop: int, dtype: str = "float32"):
         import jax
 
+        from gcc_jax.runtime import create_mesh, create_model, global_batch
         from gcc_jax.training import (
             create_learning_rate_fn,
-            create_mesh,
-            create_model,
             create_optimizer,
             create_train_state,
-            global_batch,
             make_loss_fn,
             make_train_step,
         )

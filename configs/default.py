@@ -14,7 +14,7 @@ in the manner of big_vision's ``runlocal``.
 
 Training recipes. The fields marked *recipe* below are ``None`` here: when the run starts they
 take the values of the official trainer of ``config.loss.name``
-(:mod:`gcc_jax.training.recipes`), unless a config file or the command line set them. So
+(:mod:`gcc_jax.runtime.recipes`), unless a config file or the command line set them. So
 ``--config.loss.name=bl`` alone trains with BL's recipe and an explicit
 ``--config.optimizer.learning_rate=...`` still wins; the workdir's ``config.json`` shows the
 resolved values and the log says where each came from:

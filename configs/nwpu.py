@@ -24,7 +24,7 @@ Reference result (GL paper, Wan, Liu & Chan, CVPR 2021; NWPU-Crowd test): MAE 79
 
 import pathlib
 
-from gcc_jax.training.config import load_config_module
+from gcc_jax.runtime.config import load_config_module
 
 default = load_config_module(pathlib.Path(__file__).with_name("default.py"))
 

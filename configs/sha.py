@@ -31,7 +31,7 @@ RMSE 95.4 (the column the paper calls "MSE").
 
 import pathlib
 
-from gcc_jax.training.config import load_config_module
+from gcc_jax.runtime.config import load_config_module
 
 default = load_config_module(pathlib.Path(__file__).with_name("default.py"))
 

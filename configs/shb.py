@@ -23,7 +23,7 @@ Reference result (GL paper, Wan, Liu & Chan, CVPR 2021; ShanghaiTech B): MAE 7.3
 
 import pathlib
 
-from gcc_jax.training.config import load_config_module
+from gcc_jax.runtime.config import load_config_module
 
 default = load_config_module(pathlib.Path(__file__).with_name("default.py"))
 

@@ -12,7 +12,7 @@
 Prints one JSON object (``mae``, ``rmse`` — the literature's "MSE" —, ``nae``, ``game0..3``,
 ``trivial_mae`` / ``trivial_rmse`` of the mean-training-count predictor, ``num_images``,
 ``loc/threshold`` and ``loc/{precision,recall,f1}_<setting>`` (see
-:func:`gcc_jax.training.evaluate`), ``checkpoint``, ``step``, ``split``) and writes it to
+:func:`gcc_jax.runtime.evaluate`), ``checkpoint``, ``step``, ``split``) and writes it to
 ``--output`` (default ``WORKDIR/eval_<split>_<checkpoint>.json`` when a workdir is given, the
 split expression reduced to a file name: ``test[:10]`` → ``eval_test_10_best.json``). A
 progress bar with the images done and the time left goes to stderr (``--noprogress`` hides
@@ -70,7 +70,7 @@ from gcc_jax.data.point_annotations import MISSING_ANNOTATION_POLICIES  # noqa: 
 from gcc_jax.data.raw_folder_source import AnnotatedFolderSource  # noqa: E402
 from gcc_jax.image_results import ImageResults  # noqa: E402
 from gcc_jax.localization_scoring import LocalizationOptions  # noqa: E402
-from gcc_jax.training import config as config_lib  # noqa: E402
+from gcc_jax.runtime import config as config_lib  # noqa: E402
 
 __all__ = ["IMAGES_CSV_SUFFIX", "PICTURES_SUFFIX", "main", "output_name"]
 

@@ -1,6 +1,6 @@
 """Evaluation results image by image: one CSV row per image, pictures of the worst ones.
 
-:class:`ImageResults` is handed to :func:`gcc_jax.training.evaluation.evaluate_records` as its
+:class:`ImageResults` is handed to :func:`gcc_jax.runtime.evaluation.evaluate_records` as its
 ``on_image`` consumer, so each row counts exactly the detections and matches that the split's
 metrics count. The CSV (:meth:`ImageResults.write_csv`) has one row per image, sorted by file:
 
@@ -75,7 +75,7 @@ class ImageResults:
     """Collects per-image rows, and the records of the images to draw, during an evaluation.
 
     Call it as ``on_image(record, matches)`` (see
-    :func:`gcc_jax.training.evaluation.evaluate_records`). Only the records of the current ``num_worst``
+    :func:`gcc_jax.runtime.evaluation.evaluate_records`). Only the records of the current ``num_worst``
     worst images and of the chosen ``files`` are kept (their image pixels), so memory does not
     grow with the split.
 

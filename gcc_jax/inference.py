@@ -43,18 +43,17 @@ from jax.sharding import Mesh
 from gcc_jax.localization import DEFAULT_THRESHOLD
 from gcc_jax.localization_scoring import LocalizationOptions, choose_localization_threshold
 from gcc_jax.models import VGG19Density, load_variables
-from gcc_jax.training import config as config_lib
-from gcc_jax.training.checkpoints import restore_params
-from gcc_jax.training.evaluation import (
+from gcc_jax.runtime import config as config_lib
+from gcc_jax.runtime.checkpoints import restore_params
+from gcc_jax.runtime.evaluation import (
     evaluate_records,
     iterate_predictions,
     local_eval_mesh,
     make_eval_batches,
     mean_training_count,
 )
-from gcc_jax.training.mesh import replicate, replicated_sharding
-from gcc_jax.training.state import create_model
-from gcc_jax.training.steps import make_predict_fn
+from gcc_jax.runtime.mesh import replicate, replicated_sharding
+from gcc_jax.runtime.model import create_model, make_predict_fn
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -280,7 +279,7 @@ def predict_split(
     trained: TrainedModel, config: ml_collections.ConfigDict, split: str | None, mesh: Mesh, *, progress: bool = False,
     source=None,
 ) -> Iterator[dict[str, Any]]:
-    """Per-image records (:func:`gcc_jax.training.iterate_predictions`) of ``trained`` on a
+    """Per-image records (:func:`gcc_jax.runtime.iterate_predictions`) of ``trained`` on a
     split of ``config.dataset`` (or on the examples of ``source``, e.g. a raw annotated folder),
     through the run's evaluation pipeline, on ``mesh``; ``progress`` draws a bar (images done,
     rate, time left) on stderr."""
@@ -339,14 +338,14 @@ def evaluate_checkpoint(
         (:func:`threshold_path`) and report the metrics at it.
       progress: show a progress bar (images done, rate, time left) on stderr.
       on_image: called with each image's record and matches as it is scored
-        (:func:`gcc_jax.training.evaluation.evaluate_records`), e.g. a :class:`gcc_jax.image_results.ImageResults`.
+        (:func:`gcc_jax.runtime.evaluation.evaluate_records`), e.g. a :class:`gcc_jax.image_results.ImageResults`.
       source: evaluate these examples instead of the split, e.g. a raw annotated folder
         (:class:`gcc_jax.data.raw_folder_source.AnnotatedFolderSource`); ``split`` then only
         names them in the result. Without a ``workdir`` (whose cached mean training count is
         used) the ``trivial_*`` baseline is left out, as the training split may not be at hand.
 
     Returns:
-      The metrics of :func:`gcc_jax.training.evaluate` plus ``checkpoint``, ``step`` (or
+      The metrics of :func:`gcc_jax.runtime.evaluate` plus ``checkpoint``, ``step`` (or
       ``None`` for a model directory) and ``split``; with ``choose_threshold`` also
       ``chosen_threshold`` (the stored record).
 

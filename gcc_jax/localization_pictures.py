@@ -44,7 +44,7 @@ def localization_picture(record: Mapping[str, Any], matches: ImageMatches, *, se
     """Draws one image's true positives, misses and false detections at one radius setting.
 
     Args:
-      record: a per-image evaluation record (:func:`gcc_jax.training.iterate_predictions`):
+      record: a per-image evaluation record (:func:`gcc_jax.runtime.iterate_predictions`):
         ``image`` normalised ``[h, w, 3]``, ``points`` ``[m, 2]`` annotated heads ``(x, y)``
         in pixels of that image, ``count``, ``density`` (its sum is the predicted count) or
         ``predicted_count``, ``filename``.

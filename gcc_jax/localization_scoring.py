@@ -8,7 +8,7 @@ data set has head boxes (NWPU-Crowd, JHU-Crowd++), at the NWPU radii ``sigma_s``
 (and, as a vector, over processes) into precision, recall and F1 per setting;
 :func:`choose_localization_threshold` picks the peak threshold with the best F1 of one setting.
 
-The images come as per-image *records* (:func:`gcc_jax.training.iterate_predictions`):
+The images come as per-image *records* (:func:`gcc_jax.runtime.iterate_predictions`):
 ``density`` ``[h', w']`` (the image's own cells), ``points`` ``[m, 2]`` ``(x, y)`` pixels of
 the evaluated (resized) image, ``boxes`` ``[m, 4]`` or ``None``, ``image_hw``, ``count`` and
 the resize factors ``scale`` / ``scale_xy``.
@@ -220,7 +220,7 @@ def choose_localization_threshold(
     :func:`gcc_jax.localization.choose_threshold` over the annotated records, with the radii
     of the setting ``options.choose_on`` (see :func:`localization_radii`), so the F1 it
     reports equals the ``loc/f1_<setting>`` of
-    :func:`gcc_jax.training.evaluation.evaluate_records` at the chosen threshold.
+    :func:`gcc_jax.runtime.evaluation.evaluate_records` at the chosen threshold.
     Runs on this process's records only.
 
     Args:

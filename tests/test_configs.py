@@ -11,8 +11,8 @@ from ml_collections import config_flags
 
 from gcc_jax import losses
 from gcc_jax.data import SyntheticCrowdOptions
-from gcc_jax.training import check_config, load_config_module, load_workdir_config, resolve_recipe
-from gcc_jax.training.config import upgrade_saved_config
+from gcc_jax.runtime import check_config, load_config_module, load_workdir_config, resolve_recipe
+from gcc_jax.runtime.config import upgrade_saved_config
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 CONFIG_FILES = sorted(CONFIG_DIR.glob("*.py"))

@@ -22,7 +22,7 @@ from gcc_jax.localization_pictures import (
 )
 from gcc_jax.localization_scoring import ImageMatches, LocalizationOptions
 from gcc_jax.metrics import match_points
-from gcc_jax.training.evaluation import evaluate_records
+from gcc_jax.runtime.evaluation import evaluate_records
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -193,7 +193,7 @@ def test_evaluate_command_refuses_conflicting_options_before_any_work(tmp_path):
     from types import SimpleNamespace
 
     from gcc_jax import evaluate
-    from gcc_jax.training import load_config_module
+    from gcc_jax.runtime import load_config_module
 
     config = load_config_module(REPO / "configs" / "synthetic.py").get_config("runlocal")
     flags_ = SimpleNamespace(config=config, workdir=None, folder=str(tmp_path), split="test", num_pictures=1)

@@ -1,5 +1,6 @@
-"""The package's imports run one way: losses <- models <- data <- training <- inference <-
-predict / evaluate; nothing imports a command-line module, and models know no losses.
+"""The package's imports run one way: losses <- models <- data <- runtime <- training, and
+runtime <- inference <- predict / evaluate (which import nothing of training); nothing imports a
+command-line module, and models know no losses.
 
 Read from the source (every ``import`` statement, including those inside functions), so the
 test needs no import of the package and sees imports that only run on some paths.
@@ -20,6 +21,7 @@ LAYERS = (
     ("gcc_jax.imagenet", "gcc_jax.metrics"),
     ("gcc_jax.models", "gcc_jax.localization"),
     ("gcc_jax.data", "gcc_jax.localization_scoring", "gcc_jax.localization_pictures", "gcc_jax.image_results"),
+    ("gcc_jax.runtime",),
     ("gcc_jax.training",),
     ("gcc_jax.inference",),
     ("gcc_jax.predict", "gcc_jax.evaluate", "gcc_jax.convert_weights", "gcc_jax.export"),
@@ -73,6 +75,17 @@ def test_imports_point_down_the_layers(module):
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_nothing_imports_a_command_line_module(module):
     assert not _imports(MODULES[module]) & set(COMMAND_LINES), module
+
+
+# What runs a trained model reaches configs, checkpoints, the mesh and the prediction step
+# through gcc_jax.runtime, never through the training program.
+WITHOUT_TRAINING = ("gcc_jax.inference", "gcc_jax.predict", "gcc_jax.evaluate", "gcc_jax.runtime")
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if _part(m) in WITHOUT_TRAINING))
+def test_running_a_model_imports_nothing_of_training(module):
+    training = sorted(m for m in _imports(MODULES[module]) if _part(m) == "gcc_jax.training")
+    assert not training, f"{module} imports {training}"
 
 
 def test_no_sideways_arrows_from_predict_and_models():

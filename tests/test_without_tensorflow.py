@@ -71,7 +71,7 @@ def test_the_library_and_the_configs_import_without_tensorflow(no_tf_env):
         except ModuleNotFoundError:
             pass
         import gcc_jax.data, gcc_jax.evaluate, gcc_jax.predict, gcc_jax.training
-        from gcc_jax.training import load_config_module
+        from gcc_jax.runtime import load_config_module
         for name in ("default", "synthetic", "sha", "shb", "qnrf", "nwpu", "jhu"):
             load_config_module(f"configs/{name}.py").get_config()
         from gcc_jax.data import make_train_dataset

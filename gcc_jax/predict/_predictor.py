@@ -44,9 +44,9 @@ from gcc_jax.imagenet import normalize_images
 from gcc_jax.inference import open_trained_model, resolve_localization
 from gcc_jax.localization import DEFAULT_MAX_POINTS, DEFAULT_THRESHOLD, density_to_points
 from gcc_jax.models import STRIDE, output_shape
-from gcc_jax.training.evaluation import local_eval_mesh
-from gcc_jax.training.mesh import batch_sharding
-from gcc_jax.training.steps import make_predict_fn
+from gcc_jax.runtime.evaluation import local_eval_mesh
+from gcc_jax.runtime.mesh import batch_sharding
+from gcc_jax.runtime.model import make_predict_fn
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -177,7 +177,7 @@ class Predictor:
     Args:
       model: a ``VGG19Density``.
       variables: its variables, placed on ``mesh``.
-      mesh: a one-device mesh (``gcc_jax.training.local_eval_mesh(1)``).
+      mesh: a one-device mesh (``gcc_jax.runtime.local_eval_mesh(1)``).
       threshold: peak threshold (per-cell density scale).
       pixel_offset: added to both point coordinates.
       one_per_plateau: one point per plateau of equal maxima (GL's recipe: every pixel).

@@ -33,8 +33,8 @@ import numpy as np
 from gcc_jax import cli, inference
 from gcc_jax.localization import density_to_point_list
 from gcc_jax.models import STRIDE
-from gcc_jax.training import config as config_lib
-from gcc_jax.training.evaluation import local_eval_mesh
+from gcc_jax.runtime import config as config_lib
+from gcc_jax.runtime.evaluation import local_eval_mesh
 
 __all__ = [
     "COUNTING_FILE",
@@ -117,7 +117,7 @@ def write_submission(
     """Writes ``counting.txt`` and ``localization.txt`` from evaluation records.
 
     Args:
-      records: :func:`gcc_jax.training.iterate_predictions` records (``density``,
+      records: :func:`gcc_jax.runtime.iterate_predictions` records (``density``,
         ``image_hw``, ``scale_xy`` or ``scale``, ``filename``); their ``image`` entries are
         not used.
       out_dir: output folder (created).

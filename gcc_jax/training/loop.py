@@ -45,29 +45,29 @@ import numpy as np
 
 from gcc_jax.data import make_train_dataset, train_steps_per_epoch
 from gcc_jax.localization_scoring import LocalizationOptions
-from gcc_jax.training import config as config_lib
-from gcc_jax.training.checkpoints import CheckpointError, RunCheckpoints, latest_param_shapes, param_shape_differences
-from gcc_jax.training.config import dataset_kwargs, pipeline_kwargs
-from gcc_jax.training.evaluation import (
+from gcc_jax.runtime import config as config_lib
+from gcc_jax.runtime.checkpoints import CheckpointError, RunCheckpoints, latest_param_shapes, param_shape_differences
+from gcc_jax.runtime.config import dataset_kwargs, pipeline_kwargs
+from gcc_jax.runtime.evaluation import (
     evaluate,
     local_eval_mesh,
     make_eval_batches,
     mean_training_count,
     to_local_mesh,
 )
-from gcc_jax.training.mesh import create_mesh, global_batch
+from gcc_jax.runtime.mesh import create_mesh, global_batch
+from gcc_jax.runtime.model import create_model, make_predict_fn
+from gcc_jax.runtime.recipes import resolve_recipe
 from gcc_jax.training.objective import make_loss_fn
 from gcc_jax.training.pictures import density_picture, save_picture
 from gcc_jax.training.preemption import StopRequests, TrainingStopped
-from gcc_jax.training.recipes import resolve_recipe
 from gcc_jax.training.state import (
     TrainState,
     create_learning_rate_fn,
-    create_model,
     create_optimizer,
     create_train_state,
 )
-from gcc_jax.training.steps import TRAIN_BATCH_KEYS, make_predict_fn, make_train_step
+from gcc_jax.training.steps import TRAIN_BATCH_KEYS, make_train_step
 from gcc_jax.training.writers import MetricWriter, ProgressBar
 
 __all__ = ["NonFiniteLossError", "TrainingStopped", "train_and_evaluate"]
@@ -355,7 +355,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
     Args:
       config: a config like ``configs/default.py``'s; fields left unset take the training
-        recipe of its loss (:func:`gcc_jax.training.resolve_recipe`), and the resolved config
+        recipe of its loss (:func:`gcc_jax.runtime.resolve_recipe`), and the resolved config
         is what ``workdir/config.json`` records.
       workdir: the run's directory (created).
 

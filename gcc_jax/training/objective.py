@@ -22,7 +22,7 @@ from jax.sharding import Mesh, PartitionSpec
 
 from gcc_jax import losses
 from gcc_jax.models import STRIDE
-from gcc_jax.training.mesh import DATA_AXIS
+from gcc_jax.runtime.mesh import DATA_AXIS
 
 __all__ = ["LossFn", "make_loss_fn"]
 

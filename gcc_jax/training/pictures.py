@@ -29,7 +29,7 @@ def density_picture(examples: Sequence[Mapping[str, Any]], *, title: str = "", p
     """Renders evaluation records as one picture.
 
     Args:
-      examples: records of :func:`gcc_jax.training.evaluation.iterate_predictions`
+      examples: records of :func:`gcc_jax.runtime.evaluation.iterate_predictions`
         (``image`` normalised ``[h, w, 3]``, ``points`` ``[m, 2]`` ``(x, y)`` pixels,
         ``density`` ``[ceil(h/8), ceil(w/8)]``, ``count``, ``filename``).
       title: a line above the picture (e.g. the step).

@@ -18,15 +18,15 @@ import optax
 from flax.training import train_state
 from jax.sharding import Mesh
 
-from gcc_jax.models import MODEL_OPTIONS, VGG19Density, load_variables, official_head
-from gcc_jax.training import config as config_lib
-from gcc_jax.training.mesh import replicate, replicated_sharding
-from gcc_jax.training.recipes import check_resolved
+from gcc_jax.models import MODEL_OPTIONS, VGG19Density, load_variables
+from gcc_jax.runtime import config as config_lib
+from gcc_jax.runtime.mesh import replicate, replicated_sharding
+from gcc_jax.runtime.model import create_model
+from gcc_jax.runtime.recipes import check_resolved
 
 __all__ = [
     "TrainState",
     "create_learning_rate_fn",
-    "create_model",
     "create_optimizer",
     "create_train_state",
     "load_init_checkpoint",
@@ -36,15 +36,6 @@ _log = logging.getLogger(__name__)
 
 # step (int32 scalar), params, opt_state; apply_fn and tx are static.
 TrainState = train_state.TrainState
-
-
-def create_model(config: ml_collections.ConfigDict) -> VGG19Density:
-    """``VGG19Density`` of ``config.model`` with the head of ``config.loss.name``'s official code."""
-    return VGG19Density(
-        width=config.model.width,
-        dtype=jnp.dtype(config.model.dtype),
-        **official_head(config.loss.name),
-    )
 
 
 def create_learning_rate_fn(
@@ -127,7 +118,7 @@ def load_init_checkpoint(path) -> tuple[dict, dict]:
       FileNotFoundError: ``path`` is neither kind of directory, or a workdir without checkpoints.
     """
     # checkpoints.py imports TrainState from this module, hence the import here.
-    from gcc_jax.training.checkpoints import restore_params
+    from gcc_jax.runtime.checkpoints import restore_params
 
     path = pathlib.Path(path)
     if not (path / config_lib.CONFIG_FILE).is_file():

@@ -1,4 +1,4 @@
-"""The jitted training step and the density-map prediction step.
+"""The jitted training step (the prediction step is :func:`gcc_jax.runtime.make_predict_fn`).
 
 :func:`train_step` is one pure function: forward, loss, backward, optimizer update, and a flat
 dict of scalar measurements. :func:`make_train_step` jits it for a mesh: state replicated, batch
@@ -16,11 +16,11 @@ import optax
 from jax.sharding import Mesh
 
 from gcc_jax.imagenet import normalize_crops
-from gcc_jax.training.mesh import batch_sharding, replicated_sharding
+from gcc_jax.runtime.mesh import batch_sharding, replicated_sharding
 from gcc_jax.training.objective import LossFn
 from gcc_jax.training.state import TrainState
 
-__all__ = ["TRAIN_BATCH_KEYS", "make_predict_fn", "make_train_step", "train_step"]
+__all__ = ["TRAIN_BATCH_KEYS", "make_train_step", "train_step"]
 
 # The batch entries the step reads (the pipeline's other entries stay on the host);
 # ``crop_box`` comes with uint8 images, which the step normalises on the device.
@@ -87,14 +87,4 @@ def make_train_step(
         in_shardings=(replicated, batch_sharding(mesh)),
         out_shardings=(replicated, replicated),
         donate_argnums=(0,),
-    )
-
-
-def make_predict_fn(apply_fn: Callable, mesh: Mesh) -> Callable[[dict, jax.Array], jax.Array]:
-    """``predict(variables, images [b, H, W, 3]) -> density [b, H/8, W/8]`` jitted on ``mesh``:
-    variables replicated, images split over ``data`` (``b`` must divide evenly)."""
-    return jax.jit(
-        apply_fn,
-        in_shardings=(replicated_sharding(mesh), batch_sharding(mesh)),
-        out_shardings=batch_sharding(mesh),
     )

@@ -19,7 +19,7 @@ from gcc_jax.imagenet import normalize_images
 from gcc_jax.inference import evaluate_checkpoint
 from gcc_jax.localization_scoring import LocalizationOptions
 from gcc_jax.models import VGG19Density, load_variables, save_variables
-from gcc_jax.training import load_config_module
+from gcc_jax.runtime import load_config_module
 from random_model import random_variables
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

@@ -94,7 +94,7 @@ def test_large_images_are_tiled_and_match_the_whole_image(tiny_model):
         return np.asarray(Image.fromarray(coarse).resize((w, h), Image.BILINEAR))
 
     big, bigger = image(600, 520), image(700, 610)
-    from gcc_jax.training.evaluation import local_eval_mesh
+    from gcc_jax.runtime.evaluation import local_eval_mesh
 
     mesh = local_eval_mesh(1)
     # 320 px of overlap leaves 160 px of real context around every core: beyond the network's
@@ -159,7 +159,7 @@ def test_threshold_precedence(model_dir, tmp_path):
 
 def test_pixel_offset_moves_points_and_keeps_them_inside(tiny_model):
     model, variables = tiny_model
-    from gcc_jax.training.evaluation import local_eval_mesh
+    from gcc_jax.runtime.evaluation import local_eval_mesh
 
     image = load_image(np.full((64, 80), 128, np.uint8))
     mesh = local_eval_mesh(1)
@@ -170,7 +170,7 @@ def test_pixel_offset_moves_points_and_keeps_them_inside(tiny_model):
 
 def test_bad_arguments(model_dir, tiny_model, tmp_path):
     model, variables = tiny_model
-    from gcc_jax.training.evaluation import local_eval_mesh
+    from gcc_jax.runtime.evaluation import local_eval_mesh
 
     mesh = local_eval_mesh(1)
     with pytest.raises(ValueError, match="multiple of bucket"):
@@ -188,7 +188,7 @@ def test_bad_arguments(model_dir, tiny_model, tmp_path):
 
 
 def test_training_workdir_best_checkpoint_and_stored_threshold(tiny_model, sample_images, tmp_path, caplog):
-    from gcc_jax.training import RunCheckpoints, load_config_module, save_config
+    from gcc_jax.runtime import RunCheckpoints, load_config_module, save_config
 
     model, variables = tiny_model
     config = load_config_module(REPO / "configs" / "synthetic.py").get_config()

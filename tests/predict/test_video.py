@@ -26,7 +26,7 @@ from gcc_jax.predict import (
     video_info,
 )
 from gcc_jax.predict._run import main
-from gcc_jax.training.evaluation import local_eval_mesh
+from gcc_jax.runtime.evaluation import local_eval_mesh
 
 # In the "test" extra, so CI runs these; an environment without it skips them.
 av = pytest.importorskip("av", reason="PyAV is not installed: pip install 'gcc_jax[video]'")

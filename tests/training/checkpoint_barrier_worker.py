@@ -15,7 +15,7 @@ import numpy as np
 port, process_id, workdir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=process_id)
 
-from gcc_jax.training.checkpoints import RunCheckpoints  # noqa: E402 (after initialize)
+from gcc_jax.runtime.checkpoints import RunCheckpoints  # noqa: E402 (after initialize)
 
 mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
 replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())

@@ -12,7 +12,7 @@ import time
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from gcc_jax.training import RunCheckpoints
+from gcc_jax.runtime import RunCheckpoints
 
 
 def _state(value):

@@ -12,14 +12,11 @@ import jax
 import numpy as np
 
 from gcc_jax.data import make_train_dataset
+from gcc_jax.runtime import create_mesh, create_model, dataset_kwargs, global_batch
 from gcc_jax.training import (
     create_learning_rate_fn,
-    create_mesh,
-    create_model,
     create_optimizer,
     create_train_state,
-    dataset_kwargs,
-    global_batch,
     make_loss_fn,
     make_train_step,
 )

@@ -12,7 +12,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from gcc_jax.training import create_mesh, make_loss_fn
+from gcc_jax.runtime import create_mesh
+from gcc_jax.training import make_loss_fn
 from tiny_runs import tiny_config
 
 

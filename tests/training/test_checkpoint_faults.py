@@ -16,8 +16,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from gcc_jax.training import CheckpointError, RunCheckpoints, restore_params
-from gcc_jax.training.checkpoints import DAMAGED_DIR, latest_param_shapes
+from gcc_jax.runtime import CheckpointError, RunCheckpoints, restore_params
+from gcc_jax.runtime.checkpoints import DAMAGED_DIR, latest_param_shapes
 from tiny_runs import REPO, subprocess_env
 
 KILL_WORKER = pathlib.Path(__file__).with_name("checkpoint_kill_worker.py")

@@ -6,8 +6,10 @@ import pytest
 
 from gcc_jax.data import make_train_dataset
 from gcc_jax.imagenet import normalize_crops
-from gcc_jax.training import create_learning_rate_fn, create_mesh, create_model, create_optimizer, create_train_state
-from gcc_jax.training import global_batch, make_loss_fn, make_train_step
+from gcc_jax.runtime import create_mesh, create_model
+from gcc_jax.runtime import global_batch
+from gcc_jax.training import create_learning_rate_fn, create_optimizer, create_train_state
+from gcc_jax.training import make_loss_fn, make_train_step
 from gcc_jax.training.steps import TRAIN_BATCH_KEYS
 from tiny_runs import tiny_config
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from gcc_jax.inference import evaluate_checkpoint
-from gcc_jax.training.config import config_for_command
-from gcc_jax.training import NonFiniteLossError, RunCheckpoints, load_workdir_config, read_metrics, train_and_evaluate
+from gcc_jax.runtime import RunCheckpoints, load_workdir_config
+from gcc_jax.runtime.config import config_for_command
+from gcc_jax.training import NonFiniteLossError, read_metrics, train_and_evaluate
 from tiny_runs import tiny_config
 from tolerances import vgg_rtol
 

@@ -9,13 +9,13 @@ import ml_collections
 import numpy as np
 import pytest
 
-from gcc_jax.inference import THRESHOLD_FILE, evaluate_checkpoint, read_threshold_choice
 from gcc_jax.evaluate import output_name
+from gcc_jax.inference import THRESHOLD_FILE, evaluate_checkpoint, read_threshold_choice
 from gcc_jax.localization import density_to_point_list
 from gcc_jax.localization_scoring import LocalizationOptions, choose_localization_threshold, localization_radii
 from gcc_jax.models import VGG19Density, save_variables
-from gcc_jax.training import load_config_module
-from gcc_jax.training.evaluation import evaluate_records
+from gcc_jax.runtime import load_config_module
+from gcc_jax.runtime.evaluation import evaluate_records
 from random_model import random_variables
 
 SYNTHETIC_CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "synthetic.py"

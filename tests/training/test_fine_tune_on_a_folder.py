@@ -19,9 +19,9 @@ from gcc_jax.image_results import ImageResults
 from gcc_jax.inference import evaluate_checkpoint
 from gcc_jax.localization_scoring import LocalizationOptions
 from gcc_jax.predict import count
-from gcc_jax.training import RunCheckpoints, create_model, load_config_module, load_workdir_config, resolve_recipe
+from gcc_jax.runtime import RunCheckpoints, create_model, load_config_module, load_workdir_config, resolve_recipe
+from gcc_jax.runtime.config import save_config
 from gcc_jax.training import read_metrics, train_and_evaluate
-from gcc_jax.training.config import save_config
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 

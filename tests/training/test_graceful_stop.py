@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from gcc_jax.training import STOPPED_STATUS, RunCheckpoints, read_metrics
+from gcc_jax.runtime import RunCheckpoints
+from gcc_jax.training import STOPPED_STATUS, read_metrics
 from gcc_jax.training import preemption
 from tiny_runs import REPO, subprocess_env, tiny_flags
 

@@ -8,9 +8,10 @@ import pytest
 from tiny_runs import tiny_config
 
 from gcc_jax.models import save_variables
-from gcc_jax.training import RunCheckpoints, create_learning_rate_fn, create_model, create_optimizer, create_train_state
-from gcc_jax.training.config import save_config
-from gcc_jax.training.mesh import create_mesh
+from gcc_jax.runtime import RunCheckpoints, create_model
+from gcc_jax.runtime.config import save_config
+from gcc_jax.runtime.mesh import create_mesh
+from gcc_jax.training import create_learning_rate_fn, create_optimizer, create_train_state
 from gcc_jax.training.state import load_init_checkpoint
 
 

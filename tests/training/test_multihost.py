@@ -13,17 +13,8 @@ import time
 import jax
 import numpy as np
 
-from gcc_jax.training import (
-    STOPPED_STATUS,
-    create_learning_rate_fn,
-    create_mesh,
-    create_model,
-    create_optimizer,
-    create_train_state,
-    read_metrics,
-    replicated_sharding,
-    restore_params,
-)
+from gcc_jax.runtime import create_mesh, create_model, replicated_sharding, restore_params
+from gcc_jax.training import STOPPED_STATUS, create_learning_rate_fn, create_optimizer, create_train_state, read_metrics
 from tiny_runs import REPO, subprocess_env, tiny_config, tiny_flags
 from tolerances import EPS32
 

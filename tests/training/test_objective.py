@@ -7,7 +7,8 @@ import pytest
 from jax.sharding import PartitionSpec
 
 from gcc_jax import losses
-from gcc_jax.training import create_mesh, global_batch, make_loss_fn
+from gcc_jax.runtime import create_mesh, global_batch
+from gcc_jax.training import make_loss_fn
 from tiny_runs import tiny_config
 from tolerances import bl_rtol, dm_rtol, gl_rtol
 

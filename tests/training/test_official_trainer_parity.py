@@ -47,17 +47,13 @@ pytest.importorskip("geomloss")
 
 from benchmarks.official_trainers import OfficialTrainer, official_network  # noqa: E402
 from gcc_jax.models import params_from_torch  # noqa: E402
+from gcc_jax.runtime import create_mesh, create_model, global_batch, load_config_module, resolve_recipe  # noqa: E402
 from gcc_jax.training import (  # noqa: E402
     TrainState,
     create_learning_rate_fn,
-    create_mesh,
-    create_model,
     create_optimizer,
-    global_batch,
-    load_config_module,
     make_loss_fn,
     make_train_step,
-    resolve_recipe,
 )
 from gcc_jax.training.steps import TRAIN_BATCH_KEYS  # noqa: E402
 from tiny_runs import REPO  # noqa: E402

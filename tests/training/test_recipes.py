@@ -12,8 +12,9 @@ from ml_collections import config_flags
 # The reference for the optimizer: the official trainers as benchmarks/official_trainers.py
 # runs them (what the parity test checks gcc_jax's training step against).
 from benchmarks.official_trainers import OFFICIAL_SETTINGS
-from gcc_jax.training import RECIPE_FIELDS, check_config, loop, resolve_recipe, train_and_evaluate
-from gcc_jax.training.recipes import RECIPES, recipe
+from gcc_jax.runtime import RECIPE_FIELDS, check_config, resolve_recipe
+from gcc_jax.runtime.recipes import RECIPES, recipe
+from gcc_jax.training import loop, train_and_evaluate
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
 

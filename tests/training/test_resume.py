@@ -17,7 +17,8 @@ import time
 
 import numpy as np
 
-from gcc_jax.training import RunCheckpoints, read_metrics
+from gcc_jax.runtime import RunCheckpoints
+from gcc_jax.training import read_metrics
 from tiny_runs import REPO, subprocess_env, tiny_flags
 
 # 32 training images, batch 2: 16 steps per epoch, so the checkpoints (every 5 steps) land

@@ -7,13 +7,8 @@ import numpy as np
 import pytest
 
 from gcc_jax.models import save_variables
-from gcc_jax.training import (
-    create_learning_rate_fn,
-    create_mesh,
-    create_model,
-    create_optimizer,
-    create_train_state,
-)
+from gcc_jax.runtime import create_mesh, create_model
+from gcc_jax.training import create_learning_rate_fn, create_optimizer, create_train_state
 from tolerances import EPS32
 
 

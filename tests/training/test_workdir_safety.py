@@ -4,19 +4,15 @@ import jax
 import numpy as np
 import pytest
 
+from gcc_jax.runtime import RunCheckpoints, create_mesh, create_model, replicated_sharding, restore_params
+from gcc_jax.runtime import config as config_lib
 from gcc_jax.training import (
     NonFiniteLossError,
-    RunCheckpoints,
     create_learning_rate_fn,
-    create_mesh,
-    create_model,
     create_optimizer,
     create_train_state,
-    replicated_sharding,
-    restore_params,
     train_and_evaluate,
 )
-from gcc_jax.training import config as config_lib
 from tiny_runs import tiny_config
 
 

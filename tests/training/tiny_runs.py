@@ -5,7 +5,7 @@ import pathlib
 import subprocess
 import sys
 
-from gcc_jax.training import load_config_module, resolve_recipe
+from gcc_jax.runtime import load_config_module, resolve_recipe
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SYNTHETIC_CONFIG = REPO / "configs" / "synthetic.py"

@@ -142,7 +142,7 @@ def check_resolved(values: Mapping[str, Any]) -> None:
     if unset:
         raise ValueError(
             f"{', '.join(unset)} unset: resolve the loss's training recipe first "
-            "(gcc_jax.training.resolve_recipe, which train_and_evaluate applies)"
+            "(gcc_jax.runtime.resolve_recipe, which train_and_evaluate applies)"
         )
 
 

@@ -35,8 +35,8 @@ from gcc_jax.data.sources import open_source
 from gcc_jax.localization_scoring import ImageMatches, LocalizationOptions, LocalizationSums, detect_heads
 from gcc_jax.metrics import CountingAccumulator
 from gcc_jax.models import STRIDE, output_shape
-from gcc_jax.training.config import dataset_kwargs, pipeline_kwargs
-from gcc_jax.training.mesh import batch_sharding, create_mesh, replicated_sharding
+from gcc_jax.runtime.config import dataset_kwargs, pipeline_kwargs
+from gcc_jax.runtime.mesh import batch_sharding, create_mesh, replicated_sharding
 
 __all__ = [
     "EvalResult",
@@ -138,7 +138,7 @@ def iterate_predictions(
 
     Args:
       predict_fn: ``(variables, images [b, H, W, 3]) -> density [b, H/8, W/8]`` jitted on
-        ``mesh`` (:func:`gcc_jax.training.steps.make_predict_fn`).
+        ``mesh`` (:func:`gcc_jax.runtime.model.make_predict_fn`).
       variables: model variables placed on ``mesh`` (:func:`to_local_mesh`).
       batches: :func:`gcc_jax.data.make_eval_dataset` batches.
       mesh: the local evaluation mesh.

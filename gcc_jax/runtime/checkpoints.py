@@ -1,5 +1,9 @@
 """Checkpoints of a run (orbax): resumable ones, and the best model by validation MAE apart.
 
+Writing (:class:`RunCheckpoints`, used by training) and reading (:func:`restore_params`, used by
+inference, evaluation and prediction) share this module so that the on-disk layout below is
+defined once.
+
 Layout of a workdir::
 
     WORKDIR/checkpoints/<step>/state      TrainState (step, params, opt_state)
@@ -43,7 +47,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
-from gcc_jax.training.state import TrainState
+from flax.training.train_state import TrainState
 
 __all__ = ["CheckpointError", "RunCheckpoints", "latest_param_shapes", "param_shape_differences", "restore_params"]
 

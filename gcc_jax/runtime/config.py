@@ -17,7 +17,7 @@ import ml_collections
 
 from gcc_jax.data import DATASET_NAMES, LOADERS
 from gcc_jax.losses import LOSS_NAMES
-from gcc_jax.training.recipes import RECIPE_FIELDS, check_resolved, resolve_recipe
+from gcc_jax.runtime.recipes import RECIPE_FIELDS, check_resolved, resolve_recipe
 
 __all__ = [
     "CONFIG_FILE",
@@ -40,7 +40,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
     Raises:
       ValueError: an unknown data set, loader, loss or dtype, a size / count out of range, or a
-        recipe field still unset (:func:`gcc_jax.training.resolve_recipe` fills them).
+        recipe field still unset (:func:`gcc_jax.runtime.resolve_recipe` fills them).
     """
     check_resolved({path: _field(config, path) for path in RECIPE_FIELDS})
     if config.dataset.name not in DATASET_NAMES:
