@@ -15,7 +15,7 @@ from gcc_jax.export import _formats
 from gcc_jax.export._graph import OUTPUT_NAMES, serving_function
 from gcc_jax.inference import open_trained_model, resolve_localization
 from gcc_jax.models import STRIDE
-from gcc_jax.training.evaluation import local_eval_mesh
+from gcc_jax.runtime.evaluation import local_eval_mesh
 
 __all__ = ["INPUT_NAME", "METADATA_FILE", "export_model"]
 
