@@ -2,7 +2,7 @@
 
 ``python -m gcc_jax.export --checkpoint CKPT --out DIR --format stablehlo|onnx|tflite``
 (:mod:`gcc_jax.export.__main__`), or :func:`export_model`. The exported program takes uint8
-RGB images and returns the density map, the count and the peak map (:mod:`._graph`); a
+RGB images and returns the density map, the count and the peak map (:mod:`gcc_jax.export._graph`); a
 ``metadata.json`` beside it says the model, threshold and input / output shapes.
 """
 

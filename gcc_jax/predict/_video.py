@@ -295,7 +295,7 @@ class VideoFrames:
     """The frames of a video that ``sampling`` keeps, decoded one at a time when iterated.
 
     Iterating yields a :class:`DecodedFrame` per kept frame, in presentation order, and
-    :attr:`frames_decoded` counts every decoded frame so far (kept or not). Iterate once.
+    ``frames_decoded`` counts every decoded frame so far (kept or not). Iterate once.
 
     Args:
       path: a video file (any container and codec FFmpeg reads).
@@ -415,7 +415,7 @@ def count_video(
 
 
 def predict_frames(frames: VideoFrames, predictor: Predictor, *, progress: bool = False) -> Iterator[FramePrediction]:
-    """:func:`count_video` on frames being read (whose :attr:`VideoFrames.frames_decoded` the
+    """:func:`count_video` on frames being read (whose ``VideoFrames.frames_decoded`` the
     caller can read when done)."""
     bar = None
     if progress:
