@@ -13,7 +13,6 @@ from PIL import Image
 
 from gcc_jax.image_results import ImageResults
 from gcc_jax.imagenet import denormalize_images
-from gcc_jax.localization import density_to_point_list
 from gcc_jax.localization_pictures import (
     FALSE_POSITIVE_COLOUR,
     MISS_COLOUR,
@@ -23,23 +22,9 @@ from gcc_jax.localization_pictures import (
 from gcc_jax.localization_scoring import ImageMatches, LocalizationOptions
 from gcc_jax.metrics import match_points
 from gcc_jax.runtime.evaluation import evaluate_records
+from known_peaks import blob, peak
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _blob(shape, cell):
-    """A density map of total 2.0 whose only peak (GL's recipe) is near cell ``(i, j)``."""
-    density = np.zeros(shape, np.float32)
-    i, j = cell
-    density[i, j] = 1.0
-    density[i, j + 1] = 0.5
-    density[i + 1, j] = 0.5
-    return density
-
-
-def _peak(density):
-    (peak,) = density_to_point_list(density, stride=8, image_hw=(density.shape[0] * 8, density.shape[1] * 8))[0]
-    return np.asarray(peak, np.float64)
 
 
 def _record(name, density, points, *, scale=1.0, count=None):
@@ -59,15 +44,15 @@ def _record(name, density, points, *, scale=1.0, count=None):
 
 def _known_records():
     """Four images whose rows are known from the geometry alone (radii 4 and 8 original px)."""
-    a = _blob((8, 8), (1, 2))
-    b = _blob((8, 10), (4, 4))
+    a = blob((8, 8), (1, 2))
+    b = blob((8, 10), (4, 4))
     far = [[3.0, 3.0]]
     return [
         # One head 2 px from the only detection: found at both radii. Predicted 2, error +1.
-        _record("b/a.jpg", a, [_peak(a) + [2.0, 0.0]]),
+        _record("b/a.jpg", a, [peak(a) + [2.0, 0.0]]),
         # Evaluated at scale 2 (radii 8 and 16 px): a head 12 px away is matched at r8 only;
         # a far head is missed at both. Predicted 2, error 0.
-        _record("c.jpg", b, [_peak(b) + [0.0, 12.0], *far], scale=2.0),
+        _record("c.jpg", b, [peak(b) + [0.0, 12.0], *far], scale=2.0),
         # Nothing detected: three misses. Predicted 0, error -3.
         _record("a.jpg", np.zeros((8, 8), np.float32), [[10.0, 10.0], [40.0, 40.0], [50.0, 20.0]]),
         # Unannotated: a predicted count and detections only.

@@ -11,29 +11,14 @@ import pytest
 
 from gcc_jax.evaluate import output_name
 from gcc_jax.inference import THRESHOLD_FILE, evaluate_checkpoint, read_threshold_choice
-from gcc_jax.localization import density_to_point_list
 from gcc_jax.localization_scoring import LocalizationOptions, choose_localization_threshold, localization_radii
 from gcc_jax.models import VGG19Density, save_variables
 from gcc_jax.runtime import load_config_module
 from gcc_jax.runtime.evaluation import evaluate_records
+from known_peaks import blob, peak
 from random_model import random_variables
 
 SYNTHETIC_CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "synthetic.py"
-
-
-def _blob(shape=(8, 8), cell=(1, 2)):
-    """A density map whose only peak (GL's recipe, stride 8) is one known pixel."""
-    density = np.zeros(shape, np.float32)
-    i, j = cell
-    density[i, j] = 1.0
-    density[i, j + 1] = 0.5
-    density[i + 1, j] = 0.5
-    return density
-
-
-def _peak(density):
-    (peak,) = density_to_point_list(density, stride=8, image_hw=(density.shape[0] * 8, density.shape[1] * 8))[0]
-    return peak
 
 
 def _record(density, points, *, scale=1.0, boxes=None, count=None):
@@ -79,8 +64,8 @@ def test_radii_scale_to_the_evaluated_image_and_sigma_from_original_boxes():
 
 
 def test_metrics_sum_over_images_in_original_pixels():
-    a, b = _blob(), _blob(cell=(4, 3))
-    pa, pb = _peak(a), _peak(b)
+    a, b = blob(), blob(cell=(4, 3))
+    pa, pb = peak(a), peak(b)
     records = [
         # 3 px from the head (original pixels): matched at both radii; a second head far away.
         _record(a, [pa + [3, 0], [60, 60]]),
@@ -107,8 +92,8 @@ def test_metrics_sum_over_images_in_original_pixels():
 
 
 def test_sigma_metrics_with_boxes_and_pixel_offset():
-    a, b = _blob(), _blob(cell=(4, 3))
-    pa, pb = _peak(a), _peak(b)
+    a, b = blob(), blob(cell=(4, 3))
+    pa, pb = peak(a), peak(b)
     box = np.array([0, 0, 10, 6], np.float32)  # sigma_s 3, sigma_l 5 original pixels
     records = [
         # 4 px away: outside sigma_s = 3, inside sigma_l = 5.
