@@ -58,7 +58,10 @@ def _delete_arrays(step_dir: pathlib.Path) -> None:
 
 
 def _warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    # Our own lines only: when several arrays of a checkpoint fail to read, asyncio may log the
+    # failures orbax's first error left unretrieved ("Task exception was never retrieved"), or not,
+    # depending on which read finishes first.
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("gcc_jax")]
 
 
 @pytest.mark.parametrize("damage", [_truncate_arrays, _delete_arrays], ids=["truncated", "deleted"])
