@@ -189,7 +189,7 @@ def _train_batches(config: ml_collections.ConfigDict, position: _Position) -> It
             process_count=jax.process_count(),
             min_size_policy=config.dataset.min_size_policy,
             skip_batches=position.batch,
-            image_cache_bytes=int(config.dataset.get("image_cache_mib", 0) * 2**20),
+            image_cache_bytes=int(config.dataset.image_cache_mib * 2**20),
             normalize=False,  # uint8 batches, normalised by the train step on the devices
             **pipeline_kwargs(config),
         )
