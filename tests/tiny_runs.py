@@ -7,7 +7,7 @@ import sys
 
 from gcc_jax.runtime import load_config_module, resolve_recipe
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+REPO = pathlib.Path(__file__).resolve().parents[1]
 SYNTHETIC_CONFIG = REPO / "configs" / "synthetic.py"
 
 # On top of configs/synthetic.py:runlocal: 64 × 64 images (crop = image, so steps differ only
@@ -58,9 +58,14 @@ def subprocess_env(devices: int = 1, compilation_cache: str | os.PathLike | None
 
 
 def run_python(args, *, devices: int = 1, timeout: float = 600):
-    """Runs ``python args...`` in the repository root; fails with its output if it fails."""
+    """Runs ``python args...`` in the repository root; fails with its output if it fails.
+
+    The workers import this module, so ``tests/`` goes on their ``PYTHONPATH``.
+    """
+    env = subprocess_env(devices)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "tests"), env.get("PYTHONPATH")]))
     result = subprocess.run(
-        [sys.executable, *map(str, args)], cwd=REPO, env=subprocess_env(devices), capture_output=True, text=True, timeout=timeout
+        [sys.executable, *map(str, args)], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
     )
     if result.returncode != 0:
         raise AssertionError(f"python {' '.join(map(str, args))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")

@@ -7,7 +7,7 @@ import sys
 
 from tiny_runs import REPO, subprocess_env
 
-WORKER = REPO / "tests" / "training" / "checkpoint_barrier_worker.py"
+WORKER = REPO / "tests" / "runtime" / "checkpoint_barrier_worker.py"
 
 
 def test_a_checkpoint_and_a_best_checkpoint_of_one_step_on_two_hosts(tmp_path):
