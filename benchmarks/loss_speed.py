@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -28,6 +27,8 @@ import numpy as np
 
 # Run as a script from anywhere: make the repository root importable (for benchmarks.official_gl).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.machine import describe_machine  # noqa: E402
 
 ISSUE_HEADS = (37, 120, 260, 410, 75, 500, 190, 330)
 
@@ -101,7 +102,7 @@ def run_speed(args):
         "repeats": args.repeats,
         "median_s": medians,
         "compile_s": compile_s,
-        "machine": machine_description(jax),
+        "machine": describe_machine(),
     }
     if official:
         result["official_over"] = {impl: medians["official"] / medians[impl] for impl in fns}
@@ -134,11 +135,7 @@ def run_memory(args):
             results[impl] = {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else f"exit {proc.returncode}"}
         else:
             results[impl] = {"peak_rss_mb": int(proc.stdout.split()[-1]) / 1024}
-    return {"heads": list(args.heads), "map": [args.size, args.size], "peak_memory": results}
-
-
-def machine_description(jax):
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} on {jax.default_backend()}"
+    return {"heads": list(args.heads), "map": [args.size, args.size], "peak_memory": results, "machine": describe_machine()}
 
 
 def main(argv=None):
