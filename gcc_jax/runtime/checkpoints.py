@@ -12,6 +12,7 @@ Layout of a workdir::
                                           already consumed); "metrics": the step metrics not
                                           yet averaged into metrics.jsonl (training loop)
     WORKDIR/damaged_checkpoints/<step>    checkpoints a resuming run could not read
+    WORKDIR/damaged_checkpoints/best/<step>  a best checkpoint whose metrics it could not read
     WORKDIR/best/<step>/params            parameters of the best evaluation so far
     WORKDIR/best/<step>/metrics           its validation metrics
 
@@ -141,6 +142,17 @@ class RunCheckpoints:
             ),
             item_names=("state", "position"),
         )
+        # Orbax ranks the best steps by their metrics: one it cannot read (or without the
+        # metric) fails the manager's start or a later save, so it is set aside first.
+        unreadable = self._unreadable_best_steps()
+        if unreadable and jax.process_count() > 1:  # every process has looked before any moves
+            multihost_utils.sync_global_devices("gcc_jax checked the best checkpoints")
+        for step, reason in unreadable.items():
+            moved = self._move_aside(self.best_directory, step, f"{DAMAGED_DIR}/{_BEST_DIR}")
+            _log.warning(
+                f"best checkpoint {self.best_directory / str(step)} cannot be read ({reason}); {moved}; "
+                "the next validation result becomes the best"
+            )
         self._best = ocp.CheckpointManager(
             self.best_directory,
             options=ocp.CheckpointManagerOptions(
@@ -153,6 +165,19 @@ class RunCheckpoints:
             ),
             item_names=("params", "metrics"),
         )
+
+    def _unreadable_best_steps(self) -> dict[int, str]:
+        """The best steps whose metrics cannot be read or lack the ranking metric, each with the
+        reason."""
+        unreadable = {}
+        for step in _complete_steps(self.best_directory):
+            try:  # the item "metrics" of a save is the JSON file metrics/metrics
+                with ocp.Checkpointer(ocp.JsonCheckpointHandler(filename="metrics")) as reader:
+                    metrics = reader.restore(self.best_directory / str(step) / "metrics")
+                float(metrics[self.best_metric])
+            except Exception as err:  # a damaged file fails in json, orbax or the lookup
+                unreadable[step] = _reason(err)
+        return unreadable
 
     def latest_step(self) -> int | None:
         """Step of the newest complete resumable checkpoint, or ``None``."""
@@ -194,26 +219,30 @@ class RunCheckpoints:
         args = ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(state)), position=ocp.args.JsonRestore())
         found = _newest_readable(
             self._latest.directory, self._latest.all_steps(), lambda step: self._latest.restore(step, args=args),
-            on_damaged=self._set_aside,
+            on_damaged=self._set_aside_latest,
         )  # fmt: skip
         if found is None:
             return None
         restored = found[1]
         return restored["state"], dict(restored["position"])
 
-    def _set_aside(self, step: int) -> str:
-        """Moves the damaged checkpoint of ``step`` out of orbax's directory (process 0; the
-        others wait), so that the resumed run can write that step again; says where to."""
-        source = pathlib.Path(self._latest.directory) / str(step)
-        target = self._workdir / DAMAGED_DIR / str(step)
+    def _set_aside_latest(self, step: int) -> str:
+        moved = self._move_aside(self.directory, step, DAMAGED_DIR)
+        self._latest.reload()
+        return moved
+
+    def _move_aside(self, directory: pathlib.Path, step: int, target_dir: str) -> str:
+        """Moves the damaged checkpoint ``directory/step`` to ``WORKDIR/target_dir/step`` (process
+        0; the others wait), so that the run can write that step again; says where to."""
+        source = pathlib.Path(directory) / str(step)
+        target = self._workdir / target_dir / str(step)
         if jax.process_index() == 0 and source.exists():
             if target.exists():
                 shutil.rmtree(target)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(source, target)
         if jax.process_count() > 1:
-            multihost_utils.sync_global_devices(f"gcc_jax set aside checkpoint {step}")
-        self._latest.reload()
+            multihost_utils.sync_global_devices(f"gcc_jax set aside {target_dir}/{step}")
         return f"moved to {target}"
 
     def best(self) -> tuple[int, dict[str, float]] | None:

@@ -84,6 +84,29 @@ def test_resuming_skips_a_damaged_newest_checkpoint(tmp_path, caplog, damage):
     assert RunCheckpoints(tmp_path).restore(_state(0))[1]["step"] == 4
 
 
+@pytest.mark.parametrize("damage", ["{truncated", '{"loss": 1.0}'], ids=["truncated", "no_mae"])
+def test_a_best_checkpoint_with_damaged_metrics_is_set_aside_and_replaced(tmp_path, caplog, damage):
+    _save(tmp_path, [2, 4], best_at=2)
+    metrics_dir = tmp_path / "best" / "2" / "metrics"
+    files = [p for p in metrics_dir.rglob("*") if p.is_file() and p.name != "commit_success.txt"]
+    assert files
+    for path in files:
+        path.write_text(damage)
+    with caplog.at_level(logging.WARNING):
+        checkpoints = RunCheckpoints(tmp_path)
+    (line,) = _warnings(caplog)
+    assert f"best checkpoint {tmp_path / 'best' / '2'} cannot be read" in line and "\n" not in line
+    assert (tmp_path / DAMAGED_DIR / "best" / "2" / "params").is_dir()  # set aside, not deleted
+    assert checkpoints.best() is None
+    assert checkpoints.save_best_if_better(4, _state(4)["params"], {"mae": 3.0})
+    checkpoints.close()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        reopened = RunCheckpoints(tmp_path)
+    assert reopened.best() == (4, {"mae": 3.0}) and not _warnings(caplog)  # a sound best stays
+    reopened.close()
+
+
 def test_with_no_intact_checkpoint_one_error_says_what_to_delete(tmp_path):
     _save(tmp_path, [2, 4])
     for step in (2, 4):
