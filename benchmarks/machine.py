@@ -37,7 +37,7 @@ def code_commit() -> dict:
 
     Returns:
       ``{"commit": SHA or None (not a git checkout), "uncommitted_changes": bool}``; the flag is
-      set when ``gcc_jax/``, ``benchmarks/`` or ``configs/`` differ from that commit, so that a
+      set when ``gcc_jax/``, ``benchmarks/`` (results aside) or ``configs/`` differ from that commit, so that a
       figure is never credited to a commit whose code it did not run.
     """
     def git(*args):
@@ -45,7 +45,7 @@ def code_commit() -> dict:
 
     try:
         commit = git("rev-parse", "HEAD")
-        changed = git("status", "--porcelain", "--untracked-files=no", "--", "gcc_jax", "benchmarks", "configs")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", "gcc_jax", "benchmarks", "configs", ":!benchmarks/results")
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "uncommitted_changes": False}
     return {"commit": commit, "uncommitted_changes": bool(changed)}
