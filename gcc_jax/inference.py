@@ -219,9 +219,11 @@ PEAK_FIELDS = tuple(field.name for field in dataclasses.fields(PeakSettings))
 _PEAK_FLAG_HELP = {
     "threshold": f"peak threshold, per-cell density scale (default: the stored choice's, else the config's, else "
                  f"{DEFAULT_THRESHOLD:g})",
-    "pixel_offset": "pixels added to both coordinates of every point (default: as the threshold, else 0)",
+    "pixel_offset": "pixels added to both coordinates of every point (default: the stored choice's, else the "
+                    "config's, else 0)",
     "one_per_plateau": "one point per plateau of equal maxima; the negated flag keeps every pixel of it, GL's "
-                       "recipe (default: the detector the threshold was chosen for, else every pixel)",
+                       "recipe (default: the stored choice's, i.e. the detector its threshold was chosen for, else "
+                       "the config's, else every pixel)",
 }  # fmt: skip
 
 
