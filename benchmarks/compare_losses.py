@@ -17,7 +17,7 @@ resumes; delete it to start over). Then, with each run's final parameters:
 
 * counting: MAE / RMSE on the validation and the test split;
 * localization (the GL authors' recipe, :mod:`gcc_jax.localization`): the peak threshold is
-  chosen on the validation split with :func:`gcc_jax.localization.choose_threshold` (F1 at a
+  chosen on the validation split with :func:`gcc_jax.localization_scoring.choose_threshold` (F1 at a
   fixed matching radius, ``--radius`` px, default 8: the synthetic heads have radii 2.5–8 px),
   then precision / recall / F1 on the test split at that threshold (TP/FP/FN summed over the
   split; maximum-cardinality matching, :func:`gcc_jax.metrics.match_points`); GL's detections
@@ -144,16 +144,17 @@ def counting(records) -> dict:
 
 def localization(val_records, test_records, *, radius: float, pixel_offset: float) -> dict:
     """Threshold chosen on validation (max F1), then P/R/F1 on test; also the detections."""
-    from gcc_jax.localization import choose_threshold, density_to_point_list
+    import dataclasses
+
+    from gcc_jax.localization import PeakSettings
+    from gcc_jax.localization_scoring import LocalizationOptions, choose_threshold
     from gcc_jax.metrics import LocalizationAccumulator
 
-    choice = choose_threshold(
-        [r["density"] for r in val_records], [r["points"] for r in val_records], radius,
-        candidates=THRESHOLDS, pixel_offset=pixel_offset,
-    )  # fmt: skip
-    detections = density_to_point_list(
-        [r["density"] for r in test_records], threshold=choice.threshold, pixel_offset=pixel_offset
-    )
+    # The synthetic images are not resized (scale 1): the radius is in their pixels.
+    options = LocalizationOptions(peaks=PeakSettings(pixel_offset=pixel_offset), radii=(radius,))
+    choice = choose_threshold(val_records, options, candidates=THRESHOLDS)
+    peaks = dataclasses.replace(options.peaks, threshold=choice.threshold)
+    detections = peaks.point_list([r["density"] for r in test_records])
     accumulator = LocalizationAccumulator()
     matches = [accumulator.add(found, r["points"], radius) for found, r in zip(detections, test_records)]
     result = dict(accumulator.result())

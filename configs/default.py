@@ -44,7 +44,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from gcc_jax.data import DEFAULT_IMAGE_CACHE_BYTES, SyntheticCrowdOptions
-from gcc_jax.localization import DEFAULT_THRESHOLD
+from gcc_jax.localization import PeakSettings
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -197,9 +197,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.localization.enabled = True
     # Peak threshold on the per-cell density scale (0.05 in GL's recipe). `python -m
     # gcc_jax.evaluate --workdir W --split val --choose_threshold` picks the best one on a
-    # validation split and stores it in W/localization_threshold.json, which evaluate and
-    # gcc_jax.predict then use instead of this value.
-    config.localization.threshold = DEFAULT_THRESHOLD
+    # validation split and stores it in W/localization_threshold.json with the detector it was
+    # chosen for (pixel_offset, one_per_plateau); evaluate, gcc_jax.predict, the NWPU writer and
+    # export then use that choice whole instead of these three values (gcc_jax.inference).
+    # The defaults of the three are gcc_jax.localization.PeakSettings' (GL's recipe).
+    config.localization.threshold = PeakSettings.threshold
     # Fixed matching radii in original-image pixels (metrics loc/f1_r4, loc/f1_r8, ...); data
     # sets with head boxes (NWPU-Crowd, JHU-Crowd++) add NWPU's sigma_s and sigma_l.
     config.localization.radii = (4.0, 8.0)
@@ -208,11 +210,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.localization.choose_on = "auto"
     # Pixels added to both coordinates of every detected head. 0 is GL's recipe; a model
     # trained with loss.gl.cell_offset="reference" puts each head's mass half a cell (4 px)
-    # up-left of it, which 4.0 compensates (see LocalizationOptions).
-    config.localization.pixel_offset = 0.0
+    # up-left of it, which 4.0 compensates (see gcc_jax.localization.PeakSettings).
+    config.localization.pixel_offset = PeakSettings.pixel_offset
     # One point per plateau of equal neighbouring maxima instead of every pixel of it (GL's
     # recipe); the upsampling makes such plateaus along every image border.
-    config.localization.one_per_plateau = False
+    config.localization.one_per_plateau = PeakSettings.one_per_plateau
     # Progress bar with ETA on the console (process 0 only).
     config.progress_bar = True
 

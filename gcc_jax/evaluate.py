@@ -44,13 +44,15 @@ Without ``--workdir`` or ``--output`` they are written only where ``--images_csv
 ``--pictures_dir`` say. ``--choose_threshold`` keeps no images in memory, so it writes the CSV
 but no pictures.
 
-Localization threshold: ``--threshold``, else the one stored by ``--choose_threshold``
-(``localization_threshold.json`` in the workdir, or in the model directory), else
-``config.localization.threshold`` (:func:`gcc_jax.inference.resolve_localization`).
-``--choose_threshold`` picks the threshold with the best F1 on the evaluated split
-(:func:`gcc_jax.localization_scoring.choose_localization_threshold`), stores it with its
-precision / recall / F1 curve, and reports the metrics at it: choose on a validation split,
-then evaluate the test split with the stored value.
+Peak settings (``--threshold``, ``--pixel_offset``, ``--(no)one_per_plateau``, the flags of
+:func:`gcc_jax.inference.define_peak_flags`): the ones given, the others from the choice stored
+by ``--choose_threshold`` (``localization_threshold.json`` in the workdir, or in the model
+directory: a threshold with the detector it was chosen for), else from ``config.localization``
+(:func:`gcc_jax.inference.resolve_peak_settings`). ``--choose_threshold`` picks the threshold
+with the best F1 on the evaluated split for the config's detector (or the one given by the
+flags) (:func:`gcc_jax.localization_scoring.choose_threshold`), stores it with that detector
+and its precision / recall / F1 curve, and reports the metrics at it: choose on a validation
+split, then evaluate the test split with the stored choice.
 """
 
 from __future__ import annotations
@@ -115,8 +117,7 @@ def _evaluate_command(argv, flags_) -> None:
         LocalizationOptions.from_config(config), num_worst=flags_.num_pictures, files=flags_.picture_files or ()
     )
     metrics = inference.evaluate_checkpoint(
-        config, workdir=workdir, checkpoint=flags_.checkpoint, split=split, threshold=flags_.threshold,
-        pixel_offset=flags_.pixel_offset, one_per_plateau=flags_.one_per_plateau,
+        config, workdir=workdir, checkpoint=flags_.checkpoint, split=split, peaks=inference.given_peak_flags(flags_),
         choose_threshold=flags_.choose_threshold, progress=flags_.progress, on_image=per_image, source=source,
     )  # fmt: skip
     line = json.dumps(metrics)
@@ -174,11 +175,7 @@ def _define_flags() -> None:
         "--folder images without annotation: error (refused, listed) or empty (images with no heads).",
     )  # fmt: skip
     flags.DEFINE_string("output", None, "JSON file for the metrics (default: WORKDIR/eval_<split>_<checkpoint>.json).")
-    flags.DEFINE_float("threshold", None, "Localization peak threshold (default: the stored choice, else the config's).")
-    flags.DEFINE_float("pixel_offset", None, "Pixels added to detected points (default: the stored choice's, else the config's).")
-    flags.DEFINE_boolean(
-        "one_per_plateau", None, "One point per plateau of equal maxima (default: the stored choice's, else the config's)."
-    )
+    inference.define_peak_flags()
     flags.DEFINE_boolean(
         "choose_threshold", False,
         f"Choose the localization threshold with the best F1 on --split and store it ({inference.THRESHOLD_FILE}).",

@@ -12,12 +12,17 @@ A trained model lives in one of two places:
 take it (``"best"`` / ``"latest"`` / a step with a workdir, or a model directory's path);
 :func:`open_trained_model` is the same for one path that is either kind of directory.
 
-Peak settings (threshold, pixel offset, one point per plateau) come, each on its own, from the
-first place that has them (:func:`resolve_localization`): the caller's argument; the choice
-``python -m gcc_jax.evaluate --choose_threshold`` stored beside the checkpoint
-(:data:`THRESHOLD_FILE` in the workdir or the model directory), so predictions use the detector
-the threshold was chosen for; ``config.localization``; the defaults (GL's recipe:
-:data:`DEFAULT_THRESHOLD`, offset 0, every pixel of a plateau).
+The peak settings (:class:`~gcc_jax.localization.PeakSettings`: threshold, pixel offset, one
+point per plateau) that evaluate, predict, the NWPU writer and export use with a checkpoint are
+resolved by one rule (:func:`resolve_peak_settings`): a threshold always goes with the detector
+(offset and plateau rule) it was chosen for. The settings are taken **whole** from the first
+place that has them — the choice ``python -m gcc_jax.evaluate --choose_threshold`` stored
+beside the checkpoint (:data:`THRESHOLD_FILE` in the workdir or the model directory), else
+``config.localization``, else the defaults (GL's recipe: :data:`DEFAULT_THRESHOLD`, offset 0,
+every pixel of a plateau) — and only the settings the caller gives (the command-line flags of
+:func:`define_peak_flags`) replace theirs. A stored threshold chosen with one point per plateau
+is therefore never used with every plateau pixel (or the reverse) unless the caller asks for
+that detector, and then a warning says so.
 
 :func:`evaluate_checkpoint` scores a checkpoint on a split: counting metrics, localization
 metrics at the resolved settings, and optionally the choice of the threshold.
@@ -25,13 +30,14 @@ metrics at the resolved settings, and optionally the choice of the threshold.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
 import os
 import pathlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -40,8 +46,9 @@ import ml_collections
 import tqdm
 from jax.sharding import Mesh
 
-from gcc_jax.localization import DEFAULT_THRESHOLD
-from gcc_jax.localization_scoring import LocalizationOptions, choose_localization_threshold
+from gcc_jax import localization_scoring
+from gcc_jax.localization import DEFAULT_THRESHOLD, PeakSettings
+from gcc_jax.localization_scoring import LocalizationOptions, ThresholdChoice, config_peak_settings
 from gcc_jax.models import VGG19Density, load_variables
 from gcc_jax.runtime import config as config_lib
 from gcc_jax.runtime.checkpoints import restore_params
@@ -58,16 +65,20 @@ from gcc_jax.runtime.model import create_model, make_predict_fn
 __all__ = [
     "DEFAULT_THRESHOLD",
     "MODEL_FILE",
+    "PEAK_FIELDS",
     "THRESHOLD_FILE",
     "PeakSettings",
+    "ResolvedPeaks",
     "TrainedModel",
+    "define_peak_flags",
     "evaluate_checkpoint",
+    "given_peak_flags",
     "is_run_checkpoint",
     "load_trained_model",
     "open_trained_model",
     "predict_split",
     "read_threshold_choice",
-    "resolve_localization",
+    "resolve_peak_settings",
     "threshold_path",
 ]
 
@@ -203,76 +214,140 @@ def _write_threshold_choice(path: pathlib.Path, record: dict) -> None:
     os.replace(tmp, path)
 
 
-class PeakSettings(NamedTuple):
-    """How head points are taken from density maps (see :func:`resolve_localization`).
+# The fields of PeakSettings, as the flags, the stored choice and config.localization name them.
+PEAK_FIELDS = tuple(field.name for field in dataclasses.fields(PeakSettings))
+_PEAK_FLAG_HELP = {
+    "threshold": f"peak threshold, per-cell density scale (default: the stored choice's, else the config's, else "
+                 f"{DEFAULT_THRESHOLD:g})",
+    "pixel_offset": "pixels added to both coordinates of every point (default: the stored choice's, else the "
+                    "config's, else 0)",
+    "one_per_plateau": "one point per plateau of equal maxima; the negated flag keeps every pixel of it, GL's "
+                       "recipe (default: the stored choice's, i.e. the detector its threshold was chosen for, else "
+                       "the config's, else every pixel)",
+}  # fmt: skip
+
+
+def define_peak_flags(parser: argparse.ArgumentParser | None = None, *, flag_values=None) -> None:
+    """Defines the command-line flags of the :class:`~gcc_jax.localization.PeakSettings`:
+    ``--threshold``, ``--pixel_offset`` and ``--(no)one_per_plateau``, each absent (``None``)
+    unless given, so that :func:`resolve_peak_settings` fills it from the stored choice or the
+    config with the rest of the settings.
+
+    Args:
+      parser: the argparse command to add them to (as ``--one_per_plateau`` /
+        ``--no-one_per_plateau``); ``None`` defines them as absl flags (``--one_per_plateau`` /
+        ``--noone_per_plateau``), once per process.
+      flag_values: the absl ``FlagValues`` to define them in (default ``absl.flags.FLAGS``).
+    """
+    if parser is not None:
+        group = parser.add_argument_group("peaks (default: the threshold stored by evaluate --choose_threshold, whole)")
+        group.add_argument("--threshold", type=float, default=None, help=_PEAK_FLAG_HELP["threshold"])
+        group.add_argument("--pixel_offset", type=float, default=None, help=_PEAK_FLAG_HELP["pixel_offset"])
+        group.add_argument(
+            "--one_per_plateau", action=argparse.BooleanOptionalAction, default=None,
+            help=_PEAK_FLAG_HELP["one_per_plateau"],
+        )  # fmt: skip
+        return
+    from absl import flags
+
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    if "threshold" in flag_values:
+        return
+    flags.DEFINE_float("threshold", None, _PEAK_FLAG_HELP["threshold"], flag_values=flag_values)
+    flags.DEFINE_float("pixel_offset", None, _PEAK_FLAG_HELP["pixel_offset"], flag_values=flag_values)
+    flags.DEFINE_boolean("one_per_plateau", None, _PEAK_FLAG_HELP["one_per_plateau"], flag_values=flag_values)
+
+
+def given_peak_flags(values) -> dict[str, Any]:
+    """The peak flags of :func:`define_peak_flags` that were given, ``{name: value}``, from an
+    argparse namespace or absl's ``FLAGS``: what :func:`resolve_peak_settings` takes as ``given``."""
+    return {name: getattr(values, name) for name in PEAK_FIELDS if getattr(values, name) is not None}
+
+
+class ResolvedPeaks(NamedTuple):
+    """The peak settings to use with a checkpoint and where they came from (:func:`resolve_peak_settings`).
 
     Attributes:
-      threshold: peak threshold (per-cell density scale).
-      pixel_offset: added to both point coordinates.
-      one_per_plateau: one point per plateau of equal maxima.
-      source: where ``threshold`` came from: ``"argument"``, ``"chosen on <split> (step <s>)"``
+      settings: the :class:`~gcc_jax.localization.PeakSettings`.
+      source: where the threshold came from: ``"argument"``, ``"chosen on <split> (step <s>)"``
         (stored by ``--choose_threshold``), ``"config"`` or ``"default"``.
     """
 
-    threshold: float
-    pixel_offset: float
-    one_per_plateau: bool
+    settings: PeakSettings
     source: str
 
 
-_PEAK_DEFAULTS = {"threshold": DEFAULT_THRESHOLD, "pixel_offset": 0.0, "one_per_plateau": False}
+def _stored_settings(stored: Mapping[str, Any], fallback: PeakSettings) -> PeakSettings:
+    """The settings of a stored choice; a record written before the detector was stored with it
+    was chosen with the config's detector (``fallback``)."""
+    return PeakSettings(
+        threshold=stored["threshold"], pixel_offset=stored.get("pixel_offset", fallback.pixel_offset),
+        one_per_plateau=stored.get("one_per_plateau", fallback.one_per_plateau),
+    )  # fmt: skip
 
 
-def resolve_localization(
+def resolve_peak_settings(
     checkpoint: str,
     *,
     workdir: str | os.PathLike | None = None,
     config=None,
-    threshold: float | None = None,
-    pixel_offset: float | None = None,
-    one_per_plateau: bool | None = None,
+    given: Mapping[str, Any] | None = None,
     step: int | None = None,
     use_stored: bool = True,
-) -> PeakSettings:
-    """The peak settings to use with a checkpoint, each from the first place that has it.
+) -> ResolvedPeaks:
+    """The peak settings to use with a checkpoint (see the module docstring for the rule).
 
-    Precedence: the explicit argument; the choice stored beside the checkpoint
-    (:func:`read_threshold_choice`, skipped when ``use_stored`` is false); ``config.localization``;
-    the defaults (:data:`DEFAULT_THRESHOLD`, offset 0, every plateau pixel as in GL's recipe).
-    When a stored choice is used for another training step than ``step``, a warning says so.
+    The base settings are taken whole from the first place that has them: the choice stored
+    beside the checkpoint (:func:`read_threshold_choice`, skipped when ``use_stored`` is false),
+    ``config.localization`` (:func:`gcc_jax.localization_scoring.config_peak_settings`), the
+    defaults of :class:`~gcc_jax.localization.PeakSettings`. The ``given`` settings replace
+    their fields. Warnings say when a stored choice was made for another training step than
+    ``step``, or is used with a detector (offset or plateau rule) other than its own.
 
     Args:
       checkpoint: ``"best"`` / ``"latest"`` / a step (with ``workdir``) or a model directory.
       workdir: the training run's directory.
-      config: the run's config, or ``None``.
-      threshold, pixel_offset, one_per_plateau: explicit values, or ``None``.
+      config: the run's config (its ``localization`` block), or ``None``.
+      given: the settings the caller chose, ``{name: value}`` of :data:`PEAK_FIELDS`
+        (:func:`given_peak_flags`); ``None`` values count as not given.
       step: the training step of the loaded variables (``None`` for a model directory).
       use_stored: read the stored choice (``False`` while a new one is being chosen).
 
     Returns:
-      A :class:`PeakSettings`.
+      A :class:`ResolvedPeaks`.
+
+    Raises:
+      ValueError: ``given`` names something that is not a peak setting, or a value out of
+        range (:class:`~gcc_jax.localization.PeakSettings`); the stored file holds no threshold.
     """
-    stored = (read_threshold_choice(checkpoint, workdir) if use_stored else None) or {}
-    block = (config.get("localization") if config is not None else None) or {}
-    explicit = {"threshold": threshold, "pixel_offset": pixel_offset, "one_per_plateau": one_per_plateau}
-    values, origins = {}, {}
-    for name in _PEAK_DEFAULTS:
-        for origin, source in (("argument", explicit), ("stored", stored), ("config", block), ("default", _PEAK_DEFAULTS)):
-            if source.get(name) is not None:
-                values[name], origins[name] = source[name], origin
-                break
-    if "stored" in origins.values() and stored.get("step") != step:
-        _log.warning(
-            "the stored localization threshold was chosen for step %s; the model is at step %s",
-            stored.get("step"), step,
-        )  # fmt: skip
-    source = origins["threshold"]
-    if source == "stored":
+    given = {name: value for name, value in (given or {}).items() if value is not None}
+    unknown = sorted(set(given) - set(PEAK_FIELDS))
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)}: not a peak setting (one of {', '.join(PEAK_FIELDS)})")
+    configured = config_peak_settings(config) if config is not None else PeakSettings()
+    stored = read_threshold_choice(checkpoint, workdir) if use_stored else None
+    if stored is not None:
+        base = _stored_settings(stored, configured)
         source = f"chosen on {stored.get('split')} (step {stored.get('step')})"
-    return PeakSettings(
-        threshold=float(values["threshold"]), pixel_offset=float(values["pixel_offset"]),
-        one_per_plateau=bool(values["one_per_plateau"]), source=source,
-    )  # fmt: skip
+        if stored.get("step") != step:
+            _log.warning(
+                "the stored localization threshold was chosen for step %s; the model is at step %s",
+                stored.get("step"), step,
+            )  # fmt: skip
+    else:
+        base, source = configured, "config" if config is not None else "default"
+    settings = dataclasses.replace(base, **given)
+    if "threshold" in given:
+        source = "argument"
+    elif stored is not None and (settings.one_per_plateau, settings.pixel_offset) != (
+        base.one_per_plateau, base.pixel_offset
+    ):
+        _log.warning(
+            "the stored threshold %g was chosen with one_per_plateau=%s, pixel_offset=%g; it is used with "
+            "one_per_plateau=%s, pixel_offset=%g as asked",
+            base.threshold, base.one_per_plateau, base.pixel_offset, settings.one_per_plateau, settings.pixel_offset,
+        )  # fmt: skip
+    return ResolvedPeaks(settings, source)
 
 
 def predict_split(
@@ -294,13 +369,14 @@ def predict_split(
     )  # fmt: skip
 
 
-def _choice_record(records, options: LocalizationOptions, about: dict) -> dict:
-    """The threshold with the best F1 on ``records``, with its curve, as it is stored."""
-    setting, choice = choose_localization_threshold(records, options)
+def _choice_record(choice: ThresholdChoice, peaks: PeakSettings, about: dict) -> dict:
+    """What ``--choose_threshold`` stores: the chosen threshold with the detector it was chosen
+    for (``pixel_offset``, ``one_per_plateau``), its P/R/F1 and curve, and ``about`` (split,
+    checkpoint, step)."""
     best = int(choice.candidates.tolist().index(choice.threshold))
     return {
-        "threshold": choice.threshold, "pixel_offset": options.pixel_offset,
-        "one_per_plateau": options.one_per_plateau, "setting": setting,
+        "threshold": choice.threshold, "pixel_offset": peaks.pixel_offset,
+        "one_per_plateau": peaks.one_per_plateau, "setting": choice.setting,
         "f1": choice.f1, "precision": float(choice.precision[best]), "recall": float(choice.recall[best]),
         **about,
         "candidates": choice.candidates.tolist(), "precision_all": choice.precision.tolist(),
@@ -314,9 +390,7 @@ def evaluate_checkpoint(
     workdir: str | os.PathLike | None = None,
     checkpoint: str = "best",
     split: str | None = None,
-    threshold: float | None = None,
-    pixel_offset: float | None = None,
-    one_per_plateau: bool | None = None,
+    peaks: Mapping[str, Any] | None = None,
     choose_threshold: bool = False,
     progress: bool = False,
     on_image=None,
@@ -332,8 +406,9 @@ def evaluate_checkpoint(
         ``workdir``), or the path of a model directory written by ``save_variables`` /
         ``convert_weights`` (its own ``model.json`` decides width and head).
       split: split to evaluate (default ``config.dataset.eval_split``).
-      threshold, pixel_offset, one_per_plateau: peak settings; ``None``: see
-        :func:`resolve_localization`.
+      peaks: the peak settings given by the caller, ``{name: value}`` (e.g.
+        ``{"threshold": 0.1}``, :func:`given_peak_flags`); the others are resolved
+        (:func:`resolve_peak_settings`).
       choose_threshold: choose the threshold with the best F1 on this split, store it
         (:func:`threshold_path`) and report the metrics at it.
       progress: show a progress bar (images done, rate, time left) on stderr.
@@ -361,22 +436,20 @@ def evaluate_checkpoint(
     mesh = local_eval_mesh(config.eval_batch_size)
     trained = load_trained_model(checkpoint, mesh=mesh, workdir=workdir, config=config)
     if options is not None:
-        peaks = resolve_localization(
-            checkpoint, workdir=workdir, config=config, threshold=threshold, pixel_offset=pixel_offset,
-            one_per_plateau=one_per_plateau, step=trained.step, use_stored=not choose_threshold,
-        )  # fmt: skip
-        options = dataclasses.replace(
-            options, threshold=peaks.threshold, pixel_offset=peaks.pixel_offset, one_per_plateau=peaks.one_per_plateau
+        resolved = resolve_peak_settings(
+            checkpoint, workdir=workdir, config=config, given=peaks, step=trained.step, use_stored=not choose_threshold
         )
+        options = dataclasses.replace(options, peaks=resolved.settings)
     records = predict_split(trained, config, split, mesh, progress=progress, source=source)
     chosen = None
     if choose_threshold:
         # Kept without their images: a split's density maps are small, its images are not.
         records = [{k: v for k, v in record.items() if k != "image"} for record in records]
         about = {"dataset": config.dataset.name, "split": split, "checkpoint": str(checkpoint), "step": trained.step}
-        chosen = _choice_record(records, options, about)
+        # The evaluate_checkpoint argument choose_threshold shadows the function's bare name.
+        chosen = _choice_record(localization_scoring.choose_threshold(records, options), options.peaks, about)
         _write_threshold_choice(threshold_path(checkpoint, workdir), chosen)
-        options = dataclasses.replace(options, threshold=chosen["threshold"])
+        options = dataclasses.replace(options, peaks=dataclasses.replace(options.peaks, threshold=chosen["threshold"]))
     trivial = mean_training_count(config, workdir) if source is None or workdir is not None else None
     result = evaluate_records(records, trivial_count=trivial, localization=options, on_image=on_image)
     out = {**result.metrics, "checkpoint": str(checkpoint), "step": trained.step, "split": split}

@@ -19,28 +19,31 @@ the recipe reports four heads there (sixteen in an image corner, where the clamp
 makes a 4 × 4 plateau). Trained models rarely produce exact ties; synthetic maps do.
 ``one_per_plateau=True`` keeps only the first pixel (in row-major order) of each plateau.
 
+The three settings a user chooses — threshold, pixel offset, one point per plateau — travel
+together as one :class:`PeakSettings`, whose defaults (GL's recipe) are the only ones: every
+tool (evaluation, threshold choice, predict, the NWPU writer, export) takes the settings whole.
 :func:`density_to_points` is jit-compiled on a batch with a fixed number of output slots;
-:func:`density_to_point_list` returns plain numpy arrays; :func:`choose_threshold` picks the
-threshold that maximises F1 on validation images.
+:func:`density_to_point_list` (or :meth:`PeakSettings.point_list`) returns plain numpy arrays.
+Matching the points to annotated heads and choosing the threshold on validation images is
+:mod:`gcc_jax.localization_scoring`'s job.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import NamedTuple, Sequence
+import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gcc_jax import metrics
-
 __all__ = [
     "DEFAULT_MAX_POINTS",
     "DEFAULT_THRESHOLD",
     "PeakDetections",
-    "ThresholdChoice",
-    "choose_threshold",
+    "PeakSettings",
     "density_to_point_list",
     "density_to_points",
     "upsample_bilinear",
@@ -50,8 +53,65 @@ __all__ = [
 # far fewer; the overflow is reported (PeakDetections.num_peaks) rather than silently lost.
 DEFAULT_MAX_POINTS = 4096
 # Peak threshold of GL's recipe (per-cell density scale), wherever no other one is given:
-# better, one chosen on validation data (choose_threshold).
+# better, one chosen on validation data (gcc_jax.localization_scoring.choose_threshold).
 DEFAULT_THRESHOLD = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class PeakSettings:
+    """How head points are read off density maps: the settings a user chooses, passed whole.
+
+    The defaults are GL's recipe, and the only defaults of these settings in gcc_jax (the
+    keyword defaults of :func:`density_to_points` are these fields').
+
+    Attributes:
+      threshold: minimum peak value on the per-cell density scale (``≥ 0``); choose it on
+        validation data (``python -m gcc_jax.evaluate --choose_threshold``).
+      pixel_offset: added to both ``(x, y)`` coordinates of every point, in image pixels. A
+        model trained with GL's reference cell positions puts its peaks about 4 px up-left of
+        the heads; 4.0 compensates.
+      one_per_plateau: one point (the first in row-major order) per plateau of equal
+        neighbouring maxima, instead of the recipe's every pixel of it (see the module docstring).
+
+    Raises:
+      ValueError: a negative or non-finite threshold, a non-finite offset, or a
+        ``one_per_plateau`` that is not a bool.
+    """
+
+    threshold: float = DEFAULT_THRESHOLD
+    pixel_offset: float = 0.0
+    one_per_plateau: bool = False
+
+    def __post_init__(self):
+        threshold, offset = float(self.threshold), float(self.pixel_offset)
+        if not (math.isfinite(threshold) and threshold >= 0):
+            raise ValueError(f"peak threshold must be a finite number >= 0, got {self.threshold!r}")
+        if not math.isfinite(offset):
+            raise ValueError(f"pixel_offset must be a finite number of pixels, got {self.pixel_offset!r}")
+        if not isinstance(self.one_per_plateau, (bool, np.bool_)):
+            raise ValueError(f"one_per_plateau must be True or False, got {self.one_per_plateau!r}")
+        # A frozen dataclass sets its own fields through object.__setattr__.
+        object.__setattr__(self, "threshold", threshold)
+        object.__setattr__(self, "pixel_offset", offset)
+        object.__setattr__(self, "one_per_plateau", bool(self.one_per_plateau))
+
+    def point_list(self, density, *, stride: int = 8, image_hw=None, return_scores: bool = False) -> list:
+        """:func:`density_to_point_list` of ``density`` with these settings (every peak kept).
+
+        Args:
+          density: a ``[h, w]`` map, a ``[B, h, w]`` batch or a list of ``[h, w]`` maps.
+          stride: image pixels per density cell.
+          image_hw: optional ``(height, width)`` per image (``[B, 2]``, or ``[2]`` for all).
+          return_scores: also return the peak values.
+
+        Returns:
+          Per image, ``[n, 2]`` float32 ``(x, y)`` image pixels by decreasing score (with
+          ``return_scores``, ``(points, scores)`` pairs).
+        """
+        return density_to_point_list(
+            density, stride=stride, image_hw=image_hw, return_scores=return_scores, threshold=self.threshold,
+            pixel_offset=self.pixel_offset, one_per_plateau=self.one_per_plateau,
+        )  # fmt: skip
 
 
 class PeakDetections(NamedTuple):
@@ -191,12 +251,12 @@ def density_to_points(
     density,
     *,
     stride: int = 8,
-    threshold=DEFAULT_THRESHOLD,
+    threshold=PeakSettings.threshold,
     window: int = 3,
     max_points: int = DEFAULT_MAX_POINTS,
     image_hw=None,
-    one_per_plateau: bool = False,
-    pixel_offset=0.0,
+    one_per_plateau: bool = PeakSettings.one_per_plateau,
+    pixel_offset=PeakSettings.pixel_offset,
 ) -> PeakDetections:
     """Head locations from a batch of density maps (GL authors' recipe; jit-compiled).
 
@@ -211,7 +271,7 @@ def density_to_points(
       stride: image pixels per density cell (integer); also the upsampling factor.
       threshold: minimum peak value on the per-cell density scale (0.05 in the recipe); may
         be a traced scalar, so changing it does not recompile. Choose it on validation data
-        with :func:`choose_threshold`.
+        with :func:`gcc_jax.localization_scoring.choose_threshold`.
       window: odd side of the local-maximum neighbourhood, in upsampled pixels.
       max_points: output slots per image. When more peaks pass the threshold, the
         ``max_points`` highest-scoring are kept (ties: row-major order) and
@@ -286,12 +346,12 @@ def density_to_point_list(
     density,
     *,
     stride: int = 8,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float = PeakSettings.threshold,
     window: int = 3,
     image_hw=None,
     max_points: int | None = None,
-    one_per_plateau: bool = False,
-    pixel_offset: float = 0.0,
+    one_per_plateau: bool = PeakSettings.one_per_plateau,
+    pixel_offset: float = PeakSettings.pixel_offset,
     return_scores: bool = False,
 ):
     """Head locations as one plain numpy array per image (convenience over :func:`density_to_points`).
@@ -334,84 +394,3 @@ def density_to_point_list(
         points = np.asarray(found.points[0])[keep].astype(np.float32)
         out.append((points, np.asarray(found.scores[0])[keep]) if return_scores else points)
     return out
-
-
-class ThresholdChoice(NamedTuple):
-    """Result of :func:`choose_threshold`.
-
-    Attributes:
-      threshold: the candidate with the highest F1 (the smallest such candidate on ties).
-      f1: its F1.
-      candidates: ``[k]`` the candidates, ascending.
-      precision, recall, f1_all: ``[k]`` split-level metrics at each candidate.
-    """
-
-    threshold: float
-    f1: float
-    candidates: np.ndarray
-    precision: np.ndarray
-    recall: np.ndarray
-    f1_all: np.ndarray
-
-
-def choose_threshold(
-    density,
-    gt_points: Sequence,
-    radii,
-    candidates=tuple(np.round(np.arange(0.01, 0.31, 0.01), 2)),
-    *,
-    stride: int = 8,
-    window: int = 3,
-    image_hw=None,
-    one_per_plateau: bool = False,
-    pixel_offset: float = 0.0,
-) -> ThresholdChoice:
-    """Picks the peak threshold that maximises localization F1 on validation images.
-
-    The recommended way to set ``threshold``: run the model on the validation split, pass
-    its density maps and ground truth here, and use the returned threshold on the test
-    split. Peaks are extracted once at the smallest candidate; for each candidate the peaks
-    below it are dropped, every image is matched with :func:`gcc_jax.metrics.match_points`,
-    and TP/FP/FN are summed over the images before computing F1.
-
-    Args:
-      density: validation density maps: ``[B, h, w]`` or a list of ``[h, w]`` maps.
-      gt_points: per image, ``[m_i, 2]`` ground-truth heads ``(x, y)`` in image pixels.
-      radii: matching radius in pixels: one scalar for all heads, or per image a scalar or
-        an ``[m_i]`` array (e.g. NWPU σ_l from :func:`gcc_jax.metrics.nwpu_radii`).
-      candidates: thresholds to try (per-cell density scale); default 0.01, 0.02, …, 0.30.
-      stride, window, image_hw, one_per_plateau, pixel_offset: as in
-        :func:`density_to_points`.
-
-    Returns:
-      A :class:`ThresholdChoice` with the best threshold and the P/R/F1 curve.
-
-    Raises:
-      ValueError: if the numbers of maps, point sets and radii differ, or no candidate.
-    """
-    maps = _as_batch_list(density)
-    if len(gt_points) != len(maps):
-        raise ValueError(f"gt_points has {len(gt_points)} images but density has {len(maps)}")
-    if np.isscalar(radii) or (isinstance(radii, np.ndarray) and radii.ndim == 0):
-        radii = [radii] * len(maps)
-    if len(radii) != len(maps):
-        raise ValueError(f"radii has {len(radii)} images but density has {len(maps)}")
-    candidates = np.sort(np.asarray(candidates, np.float64).reshape(-1))
-    if candidates.size == 0:
-        raise ValueError("candidates is empty")
-    detections = density_to_point_list(
-        maps, stride=stride, threshold=float(candidates[0]), window=window, image_hw=image_hw,
-        one_per_plateau=one_per_plateau, pixel_offset=pixel_offset, return_scores=True,
-    )
-    counts = np.zeros((candidates.size, 3), np.int64)
-    for (points, scores), gt, r in zip(detections, gt_points, radii):
-        for k, t in enumerate(candidates):
-            # The same comparison in the same dtype as the extraction (value >= threshold).
-            match = metrics.match_points(points[scores >= scores.dtype.type(t)], gt, r)
-            counts[k] += (match.tp, match.fp, match.fn)
-    prf = np.asarray([metrics.precision_recall_f1(*row) for row in counts])
-    best = int(np.argmax(prf[:, 2]))
-    return ThresholdChoice(
-        threshold=float(candidates[best]), f1=float(prf[best, 2]), candidates=candidates,
-        precision=prf[:, 0], recall=prf[:, 1], f1_all=prf[:, 2],
-    )

@@ -1,12 +1,12 @@
 """Localization scores over a split: detected heads matched to the annotated ones.
 
-The peaks of each density map (:func:`gcc_jax.localization.density_to_point_list` with the
+The peaks of each density map (:class:`gcc_jax.localization.PeakSettings`, held whole by the
 :class:`LocalizationOptions`) are matched to the heads (:func:`gcc_jax.metrics.match_points`)
 at fixed radii given in original-image pixels (settings ``r4``, ``r8``, ...) and, where the
 data set has head boxes (NWPU-Crowd, JHU-Crowd++), at the NWPU radii ``sigma_s`` /
 ``sigma_l`` of the original boxes. :class:`LocalizationSums` adds TP / FP / FN over the images
 (and, as a vector, over processes) into precision, recall and F1 per setting;
-:func:`choose_localization_threshold` picks the peak threshold with the best F1 of one setting.
+:func:`choose_threshold` picks the peak threshold with the best F1 of one setting.
 
 The images come as per-image *records* (:func:`gcc_jax.runtime.iterate_predictions`):
 ``density`` ``[h', w']`` (the image's own cells), ``points`` ``[m, 2]`` ``(x, y)`` pixels of
@@ -22,15 +22,18 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gcc_jax.localization import DEFAULT_THRESHOLD, ThresholdChoice, choose_threshold, density_to_point_list
-from gcc_jax.metrics import LocalizationAccumulator, MatchResult, match_points, nwpu_radii
+from gcc_jax.localization import PeakSettings
+from gcc_jax.metrics import LocalizationAccumulator, MatchResult, match_points, nwpu_radii, precision_recall_f1
 from gcc_jax.models import STRIDE
 
 __all__ = [
+    "DEFAULT_CANDIDATES",
     "ImageMatches",
     "LocalizationOptions",
     "LocalizationSums",
-    "choose_localization_threshold",
+    "ThresholdChoice",
+    "choose_threshold",
+    "config_peak_settings",
     "detect_heads",
     "headline_setting",
     "localization_radii",
@@ -39,6 +42,8 @@ __all__ = [
 
 # Radius settings computed from head boxes (metrics.nwpu_radii), beside the fixed radii.
 _BOX_SETTINGS = ("sigma_s", "sigma_l")
+# Thresholds choose_threshold tries by default (per-cell density scale): 0.01, 0.02, ..., 0.30.
+DEFAULT_CANDIDATES = tuple(np.round(np.arange(0.01, 0.31, 0.01), 2).tolist())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,36 +51,26 @@ class LocalizationOptions:
     """How a split's localization is scored (``config.localization``).
 
     Attributes:
-      threshold: peak threshold of :func:`gcc_jax.localization.density_to_points`
-        (per-cell density scale; GL's recipe: :data:`~gcc_jax.localization.DEFAULT_THRESHOLD`).
+      peaks: how heads are read off the density maps (threshold, pixel offset, one point per
+        plateau; defaults: GL's recipe, see :class:`~gcc_jax.localization.PeakSettings`).
       radii: fixed matching radii in original-image pixels, one setting ``r<radius>`` each
         (e.g. ``r4``, ``r8``).
-      choose_on: the setting whose F1 :func:`choose_localization_threshold` maximises:
-        ``"auto"`` (``sigma_l`` when the data set has boxes, else the largest fixed radius),
+      choose_on: the setting whose F1 :func:`choose_threshold` maximises: ``"auto"``
+        (``sigma_l`` when the data set has boxes, else the largest fixed radius),
         ``"sigma_l"``, ``"sigma_s"`` or ``"r<radius>"`` of ``radii``.
-      pixel_offset: added to both coordinates of every detected point
-        (``density_to_points(pixel_offset=...)``). 0 is GL's recipe. A model trained with GL's
-        reference cell positions (``cell_offset="reference"``: cell ``(i, j)`` at
-        ``((j+1)·8, (i+1)·8)``) learns to put each head's mass half a cell above and left of
-        it, so its peaks sit about 4 px up-left of the heads; 4.0 compensates.
-      one_per_plateau: one point per group of equal neighbouring maxima
-        (``density_to_points(one_per_plateau=True)``) instead of the recipe's every pixel of
-        it; the bilinear upsampling's clamping makes such plateaus along every image border.
     """
 
-    threshold: float = DEFAULT_THRESHOLD
+    peaks: PeakSettings = PeakSettings()
     radii: tuple[float, ...] = (4.0, 8.0)
     choose_on: str = "auto"
-    pixel_offset: float = 0.0
-    one_per_plateau: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.peaks, PeakSettings):
+            raise ValueError(f"localization peaks must be a PeakSettings, got {self.peaks!r}")
         radii = tuple(float(r) for r in self.radii)
         if not radii or min(radii) <= 0:
             raise ValueError(f"localization radii must be positive pixels, got {self.radii!r}")
         object.__setattr__(self, "radii", radii)
-        if not self.threshold >= 0:
-            raise ValueError(f"localization threshold must be >= 0, got {self.threshold!r}")
         names = ("auto", *_BOX_SETTINGS, *self.fixed_settings)
         if self.choose_on not in names:
             raise ValueError(f"localization choose_on={self.choose_on!r} is not one of {names}")
@@ -87,20 +82,22 @@ class LocalizationOptions:
 
     @classmethod
     def from_config(cls, config) -> "LocalizationOptions | None":
-        """Options of ``config.localization``; ``None`` when ``enabled`` is false. Configs
-        saved before the block existed get the defaults."""
-        block = config.get("localization") if hasattr(config, "get") else None
-        if block is None:
-            return cls()
-        if not block.get("enabled", True):
+        """Options of ``config.localization``; ``None`` when ``enabled`` is false. (Configs
+        saved before the block or one of its fields existed get them from
+        :func:`gcc_jax.runtime.config.upgrade_saved_config`.)"""
+        block = config.localization
+        if not block.enabled:
             return None
-        return cls(
-            threshold=float(block.get("threshold", cls.threshold)),
-            radii=tuple(block.get("radii", cls.radii)),
-            choose_on=block.get("choose_on", cls.choose_on),
-            pixel_offset=float(block.get("pixel_offset", cls.pixel_offset)),
-            one_per_plateau=bool(block.get("one_per_plateau", cls.one_per_plateau)),
-        )
+        return cls(peaks=config_peak_settings(config), radii=tuple(block.radii), choose_on=block.choose_on)
+
+
+def config_peak_settings(config) -> PeakSettings:
+    """The :class:`~gcc_jax.localization.PeakSettings` of ``config.localization``
+    (``threshold``, ``pixel_offset``, ``one_per_plateau``), whether or not it is enabled."""
+    block = config.localization
+    return PeakSettings(
+        threshold=block.threshold, pixel_offset=block.pixel_offset, one_per_plateau=block.one_per_plateau
+    )
 
 
 def localization_radii(record: Mapping[str, Any], radii: Sequence[float]) -> dict[str, Any]:
@@ -135,11 +132,8 @@ def localization_radii(record: Mapping[str, Any], radii: Sequence[float]) -> dic
 
 def detect_heads(record: Mapping[str, Any], options: LocalizationOptions) -> np.ndarray:
     """Head points ``[n, 2]`` ``(x, y)`` of a record's density map, inside its image (pixels of
-    the evaluated image), found with ``options``' threshold, offset and plateau rule."""
-    return density_to_point_list(
-        record["density"], stride=STRIDE, threshold=options.threshold, image_hw=record["image_hw"],
-        pixel_offset=options.pixel_offset, one_per_plateau=options.one_per_plateau,
-    )[0]
+    the evaluated image), found with ``options.peaks``."""
+    return options.peaks.point_list(record["density"], stride=STRIDE, image_hw=record["image_hw"])[0]
 
 
 class ImageMatches(NamedTuple):
@@ -193,7 +187,7 @@ class LocalizationSums:
         """Metrics from merged :meth:`sums`: ``loc/{precision,recall,f1}_<setting>``."""
         sums = np.rint(sums).astype(np.int64)
         names = self.names if sums[-1] else self.options.fixed_settings
-        out = {"loc/threshold": self.options.threshold}
+        out = {"loc/threshold": self.options.peaks.threshold}
         for k, name in enumerate(names):
             result = LocalizationAccumulator.from_sums(sums[3 * k : 3 * k + 3]).result()
             for metric in ("precision", "recall", "f1"):
@@ -209,48 +203,81 @@ def headline_setting(options: LocalizationOptions, *, has_boxes: bool) -> str:
     return "sigma_l" if has_boxes else options.fixed_settings[int(np.argmax(options.radii))]
 
 
-def choose_localization_threshold(
+class ThresholdChoice(NamedTuple):
+    """Result of :func:`choose_threshold`.
+
+    Attributes:
+      threshold: the candidate with the highest F1 (the smallest such candidate on ties).
+      f1: its F1.
+      setting: the radius setting whose F1 it is (e.g. ``"sigma_l"``, ``"r8"``).
+      candidates: ``[k]`` the candidates, ascending.
+      precision, recall, f1_all: ``[k]`` split-level metrics at each candidate.
+    """
+
+    threshold: float
+    f1: float
+    setting: str
+    candidates: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+    f1_all: np.ndarray
+
+
+def choose_threshold(
     records: Sequence[Mapping[str, Any]],
     options: LocalizationOptions = LocalizationOptions(),
     *,
-    candidates=None,
-) -> tuple[str, ThresholdChoice]:
+    candidates: Sequence[float] = DEFAULT_CANDIDATES,
+) -> ThresholdChoice:
     """The peak threshold with the best localization F1 on (validation) records.
 
-    :func:`gcc_jax.localization.choose_threshold` over the annotated records, with the radii
-    of the setting ``options.choose_on`` (see :func:`localization_radii`), so the F1 it
-    reports equals the ``loc/f1_<setting>`` of
-    :func:`gcc_jax.runtime.evaluation.evaluate_records` at the chosen threshold.
-    Runs on this process's records only.
+    The recommended way to set the threshold: run the model on the validation split, choose
+    here, and use the threshold on the test split (``python -m gcc_jax.evaluate
+    --choose_threshold`` does both steps' bookkeeping). Peaks are extracted once per image at
+    the smallest candidate with ``options.peaks``' offset and plateau rule (its threshold is
+    the one being chosen); for each candidate the peaks below it are dropped, every annotated
+    image is matched (:func:`gcc_jax.metrics.match_points`) at the radii of the setting
+    ``options.choose_on`` (:func:`localization_radii`), and TP / FP / FN are summed over the
+    images before computing F1 — so the F1 reported equals the ``loc/f1_<setting>`` of
+    :func:`gcc_jax.runtime.evaluation.evaluate_records` at the chosen threshold. Runs on this
+    process's records only.
 
     Args:
-      records: per-image records (their ``image`` entries are not needed).
-      options: the radius settings and ``choose_on``.
-      candidates: thresholds to try (default: ``choose_threshold``'s 0.01, 0.02, ..., 0.30).
+      records: per-image records (their ``image`` entries are not needed); unannotated ones
+        (NaN ``count``) are skipped.
+      options: the peak settings, the radius settings and ``choose_on``.
+      candidates: thresholds to try (per-cell density scale, ``≥ 0``).
 
     Returns:
-      ``(setting, choice)``: the setting name used (e.g. ``"sigma_l"``, ``"r8"``) and the
-      :class:`~gcc_jax.localization.ThresholdChoice`.
+      A :class:`ThresholdChoice` with the best threshold, its setting and the P/R/F1 curve.
 
     Raises:
-      ValueError: no annotated record, or ``choose_on`` names box radii the records lack.
+      ValueError: no annotated record, no candidate, or ``choose_on`` names box radii the
+        records lack.
     """
+    candidates = np.sort(np.asarray(candidates, np.float64).reshape(-1))
+    if candidates.size == 0:
+        raise ValueError("choose_threshold: candidates is empty")
     annotated = [r for r in records if np.isfinite(r["count"])]
     if not annotated:
-        raise ValueError("choose_localization_threshold: no annotated record")
+        raise ValueError("choose_threshold: no annotated record")
     radii = [localization_radii(r, options.radii) for r in annotated]
     setting = headline_setting(options, has_boxes="sigma_l" in radii[0])
     if any(setting not in r for r in radii):
         raise ValueError(f"localization choose_on={setting!r}: the records have no head boxes")
-    kwargs = {} if candidates is None else {"candidates": candidates}
-    choice = choose_threshold(
-        [r["density"] for r in annotated],
-        [r["points"] for r in annotated],
-        [r[setting] for r in radii],
-        stride=STRIDE,
-        image_hw=np.asarray([r["image_hw"] for r in annotated]),
-        pixel_offset=options.pixel_offset,
-        one_per_plateau=options.one_per_plateau,
-        **kwargs,
-    )
-    return setting, choice
+    lowest = dataclasses.replace(options.peaks, threshold=float(candidates[0]))
+    counts = np.zeros((candidates.size, 3), np.int64)
+    for record, radius in zip(annotated, radii):
+        ((points, scores),) = lowest.point_list(
+            record["density"], stride=STRIDE, image_hw=record["image_hw"], return_scores=True
+        )
+        for k, t in enumerate(candidates):
+            # The same comparison in the same dtype as the extraction (value >= threshold).
+            match = match_points(points[scores >= scores.dtype.type(t)], record["points"], radius[setting])
+            counts[k] += (match.tp, match.fp, match.fn)
+    prf = np.asarray([precision_recall_f1(*row) for row in counts])
+    best = int(np.argmax(prf[:, 2]))
+    return ThresholdChoice(
+        threshold=float(candidates[best]), f1=float(prf[best, 2]), setting=setting, candidates=candidates,
+        precision=prf[:, 0], recall=prf[:, 1], f1_all=prf[:, 2],
+    )  # fmt: skip

@@ -19,6 +19,7 @@ from gcc_jax.localization_pictures import (
     TRUE_POSITIVE_COLOUR,
     localization_picture,
 )
+from gcc_jax.localization import PeakSettings
 from gcc_jax.localization_scoring import ImageMatches, LocalizationOptions
 from gcc_jax.metrics import match_points
 from gcc_jax.runtime.evaluation import evaluate_records
@@ -66,7 +67,8 @@ def _read_csv(path):
 
 
 def test_rows_hold_the_counts_and_matches_of_each_image(tmp_path):
-    results = ImageResults(LocalizationOptions(threshold=0.05, radii=(4.0, 8.0)), num_worst=2, files=["c.jpg"])
+    options = LocalizationOptions(peaks=PeakSettings(threshold=0.05), radii=(4.0, 8.0))
+    results = ImageResults(options, num_worst=2, files=["c.jpg"])
     metrics = evaluate_records(_known_records(), localization=results.localization, on_image=results).metrics
     rows = _read_csv(results.write_csv(tmp_path / "rows.csv"))
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gcc_jax import localization
-from gcc_jax.localization import density_to_point_list, density_to_points
+from gcc_jax.localization import DEFAULT_THRESHOLD, PeakSettings, density_to_point_list, density_to_points
 from tolerances import EPS32
 
 
@@ -192,18 +192,21 @@ def test_point_list_grows_past_its_first_guess():
     assert results[0][0].tolist() == [[12.0, 12.0], [35.0, 12.0]] and results[1][0].shape == (0, 2)
 
 
-def test_choose_threshold_maximises_f1():
-    # TWO_PEAKS has a head at (12, 12) (score 0.908) and a spurious peak at (35, 12) (0.454).
-    # Ground truth: one head at (12, 12), radius 4.
-    #   t = 0.1:  both kept  → TP 1, FP 1 → P 0.5, R 1, F1 2/3
-    #   t = 0.5:  head only  → TP 1       → F1 1
-    #   t = 0.95: nothing    → FN 1       → F1 0
-    choice = localization.choose_threshold([TWO_PEAKS[0]], [np.array([[12.0, 12.0]])], 4.0, [0.95, 0.1, 0.5])
-    assert choice.threshold == 0.5 and choice.f1 == 1.0
-    assert choice.candidates.tolist() == [0.1, 0.5, 0.95]
-    np.testing.assert_allclose(choice.f1_all, [2 / 3, 1.0, 0.0])
-    np.testing.assert_allclose(choice.precision, [0.5, 1.0, 0.0])
-    np.testing.assert_allclose(choice.recall, [1.0, 1.0, 0.0])
+def test_peak_settings_hold_the_recipe_defaults_and_find_the_same_points():
+    # The one place of the defaults: density_to_points' keyword defaults are PeakSettings' fields.
+    assert PeakSettings() == PeakSettings(threshold=DEFAULT_THRESHOLD, pixel_offset=0.0, one_per_plateau=False)
+    assert DEFAULT_THRESHOLD == 0.05
+    settings = PeakSettings(threshold=0.3, pixel_offset=4.0, one_per_plateau=True)
+    (found,) = settings.point_list(TWO_PEAKS, image_hw=[32, 24])
+    expected = density_to_point_list(TWO_PEAKS, threshold=0.3, pixel_offset=4.0, one_per_plateau=True, image_hw=[32, 24])
+    np.testing.assert_array_equal(found, expected[0])
+    assert found.tolist() == [[16.0, 16.0]]
+    for bad, match in (
+        ({"threshold": -0.1}, "threshold"), ({"threshold": float("nan")}, "threshold"),
+        ({"pixel_offset": float("inf")}, "pixel_offset"), ({"one_per_plateau": "yes"}, "one_per_plateau"),
+    ):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            PeakSettings(**bad)
 
 
 def test_bad_arguments_raise():
@@ -217,5 +220,3 @@ def test_bad_arguments_raise():
         density_to_points(np.zeros((1, 4, 4)), max_points=0)
     with pytest.raises(ValueError, match="image_hw"):
         density_to_points(np.zeros((2, 4, 4)), image_hw=np.zeros((3, 2)))
-    with pytest.raises(ValueError, match="gt_points"):
-        localization.choose_threshold(np.zeros((2, 4, 4)), [np.zeros((0, 2))], 4.0)

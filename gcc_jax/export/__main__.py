@@ -27,8 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), help="input size (onnx, tflite)")
     parser.add_argument("--threshold", type=float, default=None, help="peak threshold (default: as predict)")
     parser.add_argument(
-        "--one_per_plateau", action=argparse.BooleanOptionalAction, default=True,
-        help="one peak pixel per plateau of equal maxima (predict's default)",
+        "--one_per_plateau", action=argparse.BooleanOptionalAction, default=None,
+        help="one peak pixel per plateau of equal maxima, or every pixel of it (default: as predict)",
     )  # fmt: skip
     cli.add_debug_argument(parser)
     return parser

@@ -115,8 +115,8 @@ def serving_function(
       model: the ``VGG19Density``.
       variables: its variables (``{"params": ...}``).
       threshold: peak threshold on the per-cell density scale (the model's localization
-        threshold, :func:`gcc_jax.inference.resolve_localization`).
-      one_per_plateau: one peak pixel per plateau of equal maxima (predict's default);
+        threshold, :func:`gcc_jax.inference.resolve_peak_settings`).
+      one_per_plateau: one peak pixel per plateau of equal maxima;
         ``False``: every pixel of a plateau (GL's recipe).
       window: odd side of the local-maximum window in upsampled pixels.
 

@@ -13,7 +13,7 @@ import jax
 import gcc_jax
 from gcc_jax.export import _formats
 from gcc_jax.export._graph import OUTPUT_NAMES, serving_function
-from gcc_jax.inference import open_trained_model, resolve_localization
+from gcc_jax.inference import open_trained_model, resolve_peak_settings
 from gcc_jax.models import STRIDE
 from gcc_jax.runtime.evaluation import local_eval_mesh
 
@@ -53,7 +53,7 @@ def export_model(
     which: str = "best",
     size: tuple[int, int] | None = None,
     threshold: float | None = None,
-    one_per_plateau: bool = True,
+    one_per_plateau: bool | None = None,
 ) -> pathlib.Path:
     """Writes a trained model as ``format`` into ``out_dir``, with ``metadata.json`` beside it.
 
@@ -65,8 +65,10 @@ def export_model(
       which: ``"best"``, ``"latest"`` or a step (workdirs).
       size: ``(height, width)`` in pixels of the input of an ONNX or TFLite file; ``None`` for
         StableHLO (symbolic sizes).
-      threshold: peak threshold; ``None``: the checkpoint's (as predict resolves it).
-      one_per_plateau: one peak pixel per plateau of equal maxima (predict's default).
+      threshold: peak threshold; ``None``: the checkpoint's (as predict resolves it,
+        :func:`gcc_jax.inference.resolve_peak_settings`).
+      one_per_plateau: one peak pixel per plateau of equal maxima, or every pixel of it;
+        ``None``: the detector the threshold goes with (as predict resolves it).
 
     Returns:
       The path of the model file.
@@ -87,12 +89,16 @@ def export_model(
             raise ValueError(f"size must be two positive integers (height, width), got {size!r}")
         size = (int(size[0]), int(size[1]))
     trained = open_trained_model(checkpoint, mesh=local_eval_mesh(1), which=which)
-    peaks = resolve_localization(
-        trained.checkpoint, workdir=trained.workdir, config=trained.config, threshold=threshold, step=trained.step
+    given = {"threshold": threshold, "one_per_plateau": one_per_plateau}
+    resolved = resolve_peak_settings(
+        trained.checkpoint, workdir=trained.workdir, config=trained.config, given=given, step=trained.step
     )
+    peaks = resolved.settings
     # Host copies: the weights become constants of the exported program.
     variables = jax.device_get(trained.variables)
-    serve = serving_function(trained.model, variables, threshold=peaks.threshold, one_per_plateau=one_per_plateau)
+    serve = serving_function(
+        trained.model, variables, threshold=peaks.threshold, one_per_plateau=peaks.one_per_plateau
+    )
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / _formats.FILE_NAMES[format]
@@ -105,8 +111,8 @@ def export_model(
     metadata = {
         "format": format, "file": path.name, "gcc_jax_version": gcc_jax.__version__,
         "model": {"width": trained.model.width, "upsample": trained.model.upsample, "output": trained.model.output},
-        "stride": STRIDE, "threshold": peaks.threshold, "threshold_source": peaks.source,
-        "one_per_plateau": bool(one_per_plateau), "window": _WINDOW,
+        "stride": STRIDE, "threshold": peaks.threshold, "threshold_source": resolved.source,
+        "one_per_plateau": peaks.one_per_plateau, "window": _WINDOW,
         "pixel_offset": peaks.pixel_offset,
         "pixel_offset_note": "not applied in the graph: predict adds it to the points",
         "training": {

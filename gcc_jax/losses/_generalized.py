@@ -185,19 +185,35 @@ def generalized_loss(
     return hyper.batch_loss(terms), terms
 
 
+# Hyper-parameters of GL's loss value (term weights, divergences, batch reduction) that the
+# potentials do not depend on: generalized_loss_potentials refuses them instead of ignoring them.
+_LOSS_VALUE_ONLY = ("tau", "d_point", "d_pixel", "batch_reduction")
+
+
 def generalized_loss_potentials(
     density: jnp.ndarray, points: jnp.ndarray, point_mask: jnp.ndarray, **hyper_parameters
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Dual potentials of GL's unbalanced OT problem (geomloss's convention).
 
-    The arguments mean what they mean in :func:`generalized_loss`; of the hyper-parameters,
-    ``tau``, ``d_point``, ``d_pixel`` and ``batch_reduction`` do not enter the potentials. With
-    these potentials the transport plan is ``Π_kj = exp((F_k + G_j − C_kj)/ε) α_k β_j``.
+    The arguments mean what they mean in :func:`generalized_loss`, except the hyper-parameters
+    of the loss value that do not enter the potentials (``tau``, ``d_point``, ``d_pixel``,
+    ``batch_reduction``): they are refused rather than ignored. With these potentials the
+    transport plan is ``Π_kj = exp((F_k + G_j − C_kj)/ε) α_k β_j``.
 
     Returns:
       ``(F, G)``: ``F`` ``[B, h, w]`` on the cells, ``G`` ``[B, M]`` on the points (0 on padding
       rows). Both are constants for differentiation. Images without heads get ``F = 0``.
+
+    Raises:
+      ValueError: bad inputs or hyper-parameters (as :func:`generalized_loss`), or one of the
+        loss-value hyper-parameters above (the message names them).
     """
+    refused = sorted(set(hyper_parameters) & set(_LOSS_VALUE_ONLY))
+    if refused:
+        raise ValueError(
+            f"generalized_loss_potentials takes no {', '.join(refused)}: they weight or reduce the loss "
+            "terms and do not enter the potentials"
+        )
     density, points, point_mask = _geometry.prepare_batch(
         density, points, point_mask, loss="generalized_loss_potentials"
     )

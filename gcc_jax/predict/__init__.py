@@ -18,13 +18,16 @@
   (:mod:`gcc_jax.predict.nwpu_submission`).
 
 ``DIR`` is a training workdir (its best checkpoint and saved config) or a model directory
-written by ``python -m gcc_jax.convert_weights``. The peak threshold is the caller's, else the
-one ``python -m gcc_jax.evaluate --choose_threshold`` stored with the checkpoint, else the
-config's ``localization.threshold``, else :data:`DEFAULT_THRESHOLD` (GL's recipe); loading
-the model and resolving these settings is :mod:`gcc_jax.inference`'s.
+written by ``python -m gcc_jax.convert_weights``. The peak settings (:class:`PeakSettings`:
+threshold, pixel offset, one point per plateau) are those the caller gives, the others taken
+whole from the choice ``python -m gcc_jax.evaluate --choose_threshold`` stored with the
+checkpoint (so its threshold keeps the detector it was chosen for), else from the config's
+``localization`` block, else GL's recipe (:data:`DEFAULT_THRESHOLD`, every pixel of a plateau);
+loading the model and resolving these settings is :mod:`gcc_jax.inference`'s
+(:func:`resolve_peak_settings`).
 """
 
-from gcc_jax.inference import DEFAULT_THRESHOLD, PeakSettings, resolve_localization
+from gcc_jax.inference import DEFAULT_THRESHOLD, PeakSettings, ResolvedPeaks, resolve_peak_settings
 from gcc_jax.predict._outputs import (
     SUMMARY_FIELDS,
     VIDEO_SUMMARY_FIELDS,
@@ -63,6 +66,7 @@ __all__ = [
     "PeakSettings",
     "Prediction",
     "Predictor",
+    "ResolvedPeaks",
     "VideoDecodeError",
     "VideoFrames",
     "VideoInfo",
@@ -79,7 +83,7 @@ __all__ = [
     "points_picture",
     "predict_files",
     "predict_video",
-    "resolve_localization",
+    "resolve_peak_settings",
     "video_info",
     "write_prediction",
     "write_summary",

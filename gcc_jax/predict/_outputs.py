@@ -32,6 +32,7 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
+from gcc_jax.localization import PeakSettings
 from gcc_jax.models import STRIDE
 from gcc_jax.predict._predictor import Prediction
 
@@ -182,8 +183,7 @@ def write_prediction(
     out_dir: str | os.PathLike,
     *,
     source: str = "",
-    threshold: float | None = None,
-    pixel_offset: float = 0.0,
+    peaks: PeakSettings | None = None,
     max_side: int = 2048,
 ) -> dict[str, pathlib.Path]:
     """Writes the two pictures, the CSV and the JSON of one image (see the module docstring).
@@ -193,8 +193,8 @@ def write_prediction(
       image: the uint8 ``[h, w, 3]`` image it was made from.
       out_dir: output folder (created).
       source: the input's path, for the JSON.
-      threshold: the peak threshold used, for the JSON and the banner.
-      pixel_offset: the offset used, for the JSON.
+      peaks: the peak settings used, for the JSON (``threshold``, ``pixel_offset``) and the
+        banner (``None``: not known, written as ``null``).
       max_side: longest side of the pictures.
 
     Returns:
@@ -212,7 +212,7 @@ def write_prediction(
     Image.fromarray(density_overlay(image, prediction.density, count=prediction.count, max_side=max_side)).save(
         paths["density_png"]
     )
-    label = f"{len(prediction.points)} heads" + (f" (threshold {threshold:g})" if threshold is not None else "")
+    label = f"{len(prediction.points)} heads" + (f" (threshold {peaks.threshold:g})" if peaks is not None else "")
     Image.fromarray(points_picture(image, prediction.points, label=label, max_side=max_side)).save(paths["points_png"])
     with open(paths["points_csv"], "w", newline="") as f:
         writer = csv.writer(f)
@@ -222,7 +222,8 @@ def write_prediction(
     record = {
         "image": source, "name": prediction.name, "height": prediction.image_hw[0], "width": prediction.image_hw[1],
         "count": prediction.count, "num_points": len(prediction.points), "num_tiles": prediction.num_tiles,
-        "threshold": threshold, "pixel_offset": pixel_offset,
+        "threshold": None if peaks is None else peaks.threshold,
+        "pixel_offset": None if peaks is None else peaks.pixel_offset,
         "points": np.round(prediction.points.astype(np.float64), 2).tolist(),
         "scores": [float(f"{s:.6g}") for s in prediction.scores.tolist()],
     }  # fmt: skip

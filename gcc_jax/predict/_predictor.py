@@ -41,8 +41,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from gcc_jax.imagenet import normalize_images
-from gcc_jax.inference import open_trained_model, resolve_localization
-from gcc_jax.localization import DEFAULT_MAX_POINTS, DEFAULT_THRESHOLD, density_to_points
+from gcc_jax.inference import open_trained_model, resolve_peak_settings
+from gcc_jax.localization import DEFAULT_MAX_POINTS, PeakSettings, density_to_points
 from gcc_jax.models import STRIDE, output_shape
 from gcc_jax.runtime.evaluation import local_eval_mesh
 from gcc_jax.runtime.mesh import batch_sharding
@@ -178,16 +178,16 @@ class Predictor:
       model: a ``VGG19Density``.
       variables: its variables, placed on ``mesh``.
       mesh: a one-device mesh (``gcc_jax.runtime.local_eval_mesh(1)``).
-      threshold: peak threshold (per-cell density scale).
-      pixel_offset: added to both point coordinates.
-      one_per_plateau: one point per plateau of equal maxima (GL's recipe: every pixel).
+      peaks: how heads are read off the density map (threshold, pixel offset, one point per
+        plateau; default GL's recipe).
       tile_size: longest side run whole, and the side of the tiles of larger images; a
         multiple of ``bucket`` (and of 16).
       overlap: pixels shared by neighbouring tiles; a multiple of 16 below ``tile_size``.
       bucket: sides up to ``tile_size`` are padded to a multiple of it; a multiple of 16.
       window: odd side of the local-maximum window (upsampled pixels).
       step: training step of the variables (for the record), or ``None``.
-      threshold_source: where ``threshold`` came from (for the record).
+      peaks_source: where ``peaks`` came from (for the record;
+        :attr:`gcc_jax.inference.ResolvedPeaks.source`).
 
     Raises:
       ValueError: sizes that break the rules above.
@@ -199,15 +199,13 @@ class Predictor:
         variables,
         mesh,
         *,
-        threshold: float = DEFAULT_THRESHOLD,
-        pixel_offset: float = 0.0,
-        one_per_plateau: bool = False,
+        peaks: PeakSettings = PeakSettings(),
         tile_size: int = 1024,
         overlap: int = 256,
         bucket: int = 128,
         window: int = 3,
         step: int | None = None,
-        threshold_source: str = "argument",
+        peaks_source: str = "argument",
     ):
         for name, value in (("tile_size", tile_size), ("overlap", overlap), ("bucket", bucket)):
             if isinstance(value, bool) or int(value) != value or value < 0 or value % _GRID:
@@ -216,18 +214,16 @@ class Predictor:
             raise ValueError(f"tile_size ({tile_size}) must be a positive multiple of bucket ({bucket})")
         if overlap >= tile_size:
             raise ValueError(f"overlap ({overlap}) must be smaller than tile_size ({tile_size})")
-        if not threshold >= 0:
-            raise ValueError(f"threshold must be >= 0, got {threshold!r}")
+        if not isinstance(peaks, PeakSettings):
+            raise ValueError(f"peaks must be a gcc_jax.localization.PeakSettings, got {peaks!r}")
         self.model = model
         self.variables = variables
         self.mesh = mesh
-        self.threshold = float(threshold)
-        self.pixel_offset = float(pixel_offset)
-        self.one_per_plateau = bool(one_per_plateau)
+        self.peaks = peaks
         self.tile_size, self.overlap, self.bucket = int(tile_size), int(overlap), int(bucket)
         self.window = window
         self.step = step
-        self.threshold_source = threshold_source
+        self.peaks_source = peaks_source
         self._forward = make_predict_fn(model.apply, mesh)
         self._input_sharding = batch_sharding(mesh)
         self._model_shapes: set[tuple[int, int]] = set()
@@ -251,9 +247,11 @@ class Predictor:
             saved config are used) or a model directory (holds ``model.json``: written by
             ``save_variables`` / ``python -m gcc_jax.convert_weights``).
           which: ``"best"``, ``"latest"`` or a step number (workdirs only).
-          threshold, pixel_offset, one_per_plateau: see
-            :func:`gcc_jax.inference.resolve_localization` (``None``: the stored choice's,
-            else the config's, else the defaults).
+          threshold, pixel_offset, one_per_plateau: the peak settings the caller gives
+            (``None``: not given); the settings are resolved from them, the choice stored
+            with the checkpoint, the config and the defaults by
+            :func:`gcc_jax.inference.resolve_peak_settings` (a stored threshold comes with the
+            detector it was chosen for).
           **kwargs: the other arguments of :class:`Predictor` (``tile_size``, ...).
 
         Raises:
@@ -267,13 +265,13 @@ class Predictor:
                 "mean little; train on a real data set (e.g. configs/sha.py) for those",
                 checkpoint,
             )
-        peaks = resolve_localization(
-            trained.checkpoint, workdir=trained.workdir, config=trained.config, threshold=threshold,
-            pixel_offset=pixel_offset, one_per_plateau=one_per_plateau, step=trained.step,
-        )  # fmt: skip
+        given = {"threshold": threshold, "pixel_offset": pixel_offset, "one_per_plateau": one_per_plateau}
+        peaks = resolve_peak_settings(
+            trained.checkpoint, workdir=trained.workdir, config=trained.config, given=given, step=trained.step
+        )
         return cls(
-            trained.model, trained.variables, mesh, threshold=peaks.threshold, pixel_offset=peaks.pixel_offset,
-            one_per_plateau=peaks.one_per_plateau, step=trained.step, threshold_source=peaks.source, **kwargs,
+            trained.model, trained.variables, mesh, peaks=peaks.settings, step=trained.step, peaks_source=peaks.source,
+            **kwargs,
         )  # fmt: skip
 
     @property
@@ -321,8 +319,8 @@ class Predictor:
                 while True:
                     self._peak_shapes.add((r_len, c_len, slots))
                     found = density_to_points(
-                        piece[None], stride=STRIDE, threshold=self.threshold, window=self.window,
-                        max_points=slots, image_hw=local_hw, one_per_plateau=self.one_per_plateau,
+                        piece[None], stride=STRIDE, threshold=self.peaks.threshold, window=self.window,
+                        max_points=slots, image_hw=local_hw, one_per_plateau=self.peaks.one_per_plateau,
                     )  # fmt: skip
                     peaks = int(found.num_peaks[0])
                     if peaks <= slots:
@@ -358,7 +356,7 @@ class Predictor:
         h, w = pixels.shape[:2]
         density, tiles = self._density(pixels)
         points, scores = self._peaks(density, (h, w))
-        points = points + np.float32(self.pixel_offset)
+        points = points + np.float32(self.peaks.pixel_offset)
         # An offset may push a point over the border: keep it on the image.
         points = np.clip(points, 0, np.array([w - 1, h - 1], np.float32))
         return Prediction(
@@ -369,8 +367,9 @@ class Predictor:
     def describe(self) -> dict[str, Any]:
         """The settings of this predictor, for summaries."""
         return {
-            "step": self.step, "threshold": self.threshold, "threshold_source": self.threshold_source,
-            "pixel_offset": self.pixel_offset, "one_per_plateau": self.one_per_plateau, "tile_size": self.tile_size,
+            "step": self.step, "threshold": self.peaks.threshold, "threshold_source": self.peaks_source,
+            "pixel_offset": self.peaks.pixel_offset, "one_per_plateau": self.peaks.one_per_plateau,
+            "tile_size": self.tile_size,
             "overlap": self.overlap, "bucket": self.bucket, "num_compilations": self.num_compilations,
         }  # fmt: skip
 
@@ -382,7 +381,7 @@ def count(
     which: str = "best",
     threshold: float | None = None,
     pixel_offset: float | None = None,
-    one_per_plateau: bool | None = True,
+    one_per_plateau: bool | None = None,
     tile_size: int = 1024,
     overlap: int = 256,
     bucket: int = 128,
@@ -396,13 +395,16 @@ def count(
       images: a path, a uint8 ``[H, W, 3]`` array, or a sequence of them.
       checkpoint: a training workdir or a model directory.
       which: ``"best"``, ``"latest"`` or a step (workdirs).
-      threshold: peak threshold; ``None``: the workdir's chosen one, else its config's, else
+      threshold: peak threshold; ``None``: the one chosen for the checkpoint
+        (``evaluate --choose_threshold``), else its config's, else
         :data:`gcc_jax.localization.DEFAULT_THRESHOLD`.
-      pixel_offset: added to point coordinates; ``None``: as ``threshold``, default 0.
-      one_per_plateau: one point per plateau of equal maxima, i.e. per head (default);
-        ``False`` keeps every pixel of a plateau (GL's recipe, which paper-protocol evaluation
-        uses: the bilinear upsampling makes pairs of equal maxima along every image border);
-        ``None``: as ``threshold``.
+      pixel_offset: added to point coordinates; ``None``: the offset that goes with that
+        threshold (stored choice, else config), default 0.
+      one_per_plateau: ``True``: one point per plateau of equal maxima, i.e. per head;
+        ``False``: every pixel of a plateau (GL's recipe, which paper-protocol evaluation uses:
+        the bilinear upsampling makes pairs of equal maxima along every image border);
+        ``None``: the detector the threshold was chosen for (stored choice, else config,
+        else every pixel), see :func:`gcc_jax.inference.resolve_peak_settings`.
       tile_size, overlap, bucket: see :class:`Predictor`.
 
     Returns:

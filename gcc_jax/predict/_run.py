@@ -15,11 +15,18 @@ per video those of :mod:`gcc_jax.predict._video_outputs` (frames chosen by ``--e
 of compiled programs. An image or video that cannot be read or processed is named on one
 ``error:`` line and listed in the summary with the reason (a damaged video keeps the files of
 the frames that decoded); the others are processed all the same, and the command then exits
-with status 1. The peak threshold is ``--threshold``, else the one
-``python -m gcc_jax.evaluate --choose_threshold`` stored with the checkpoint, else the
-config's, else GL's recipe (:data:`gcc_jax.localization.DEFAULT_THRESHOLD`). Each head gets
-one point (``--no-one_per_plateau`` gives every pixel of a plateau of equal maxima, the
-reference recipe that paper-protocol evaluation keeps).
+with status 1.
+
+Peaks (the flags of :func:`gcc_jax.inference.define_peak_flags`): the flags given are used,
+and the settings not given are taken **whole** from the choice
+``python -m gcc_jax.evaluate --choose_threshold`` stored with the checkpoint — its threshold
+with the detector it was chosen for (pixel offset, one point per plateau or every pixel of
+it) —, else from the config's ``localization`` block, else GL's recipe
+(:data:`gcc_jax.localization.DEFAULT_THRESHOLD`, every pixel of a plateau of equal maxima):
+the points are those evaluate scores for the checkpoint. ``--one_per_plateau`` gives one point
+per head where the upsampled map has a plateau (it does along image borders);
+``--no-one_per_plateau`` every pixel of it. (Until this rule, predict defaulted to one point
+per plateau even with a threshold chosen for the other detector.)
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from gcc_jax import cli
-from gcc_jax.localization import DEFAULT_THRESHOLD
+from gcc_jax.inference import define_peak_flags, given_peak_flags
 from gcc_jax.predict._outputs import (
     VIDEO_SUMMARY_FIELDS,
     format_table,
@@ -142,8 +149,7 @@ def predict_files(
             prediction = predictor.predict(image, name=name)
             seconds = time.perf_counter() - start
             write_prediction(
-                prediction, image, out_dir, source=str(path), threshold=predictor.threshold,
-                pixel_offset=predictor.pixel_offset, max_side=max_side,
+                prediction, image, out_dir, source=str(path), peaks=predictor.peaks, max_side=max_side,
             )  # fmt: skip
         except Exception as err:  # one bad image must not cost the others their results
             reason = cli.error_line(err).removeprefix(f"{path}: ")
@@ -207,13 +213,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True, help="training workdir or model directory")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--which", default="best", help="best | latest | STEP (training workdirs)")
-    parser.add_argument("--threshold", type=float, default=None, help=f"peak threshold (default: stored choice, config, {DEFAULT_THRESHOLD})")
-    parser.add_argument("--pixel_offset", type=float, default=None, help="pixels added to point coordinates")
-    parser.add_argument(
-        "--one_per_plateau", action=argparse.BooleanOptionalAction, default=True,
-        help="one point per head where the upsampled map has a plateau of equal maxima (default); "
-        "--no-one_per_plateau keeps every pixel of it, the reference recipe used by paper-protocol evaluation",
-    )  # fmt: skip
+    define_peak_flags(parser)
     parser.add_argument("--tile_size", type=int, default=1024, help="longest side run whole; tile side above it")
     parser.add_argument("--overlap", type=int, default=256, help="pixels shared by neighbouring tiles")
     parser.add_argument("--bucket", type=int, default=128, help="image sides are padded to a multiple of this")
@@ -245,14 +245,14 @@ def _predict(args: argparse.Namespace) -> int:
     if videos:
         import_av()  # without PyAV: one error line before the model is loaded
     predictor = Predictor.from_checkpoint(
-        args.checkpoint, which=args.which, threshold=args.threshold, pixel_offset=args.pixel_offset,
-        one_per_plateau=args.one_per_plateau, tile_size=args.tile_size, overlap=args.overlap, bucket=args.bucket,
+        args.checkpoint, which=args.which, **given_peak_flags(args), tile_size=args.tile_size, overlap=args.overlap,
+        bucket=args.bucket,
     )  # fmt: skip
     inputs = f"{len(files) - videos} image(s)" + (f", {videos} video(s)" if videos else "")
     print(
         f"{inputs}; checkpoint {args.checkpoint} (step {predictor.step}); threshold "
-        f"{predictor.threshold:g} ({predictor.threshold_source}), pixel offset {predictor.pixel_offset:g}, "
-        f"one point per plateau: {predictor.one_per_plateau}",
+        f"{predictor.peaks.threshold:g} ({predictor.peaks_source}), pixel offset {predictor.peaks.pixel_offset:g}, "
+        f"one point per plateau: {predictor.peaks.one_per_plateau}",
         flush=True,
     )
     rows = predict_files(

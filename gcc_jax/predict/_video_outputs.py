@@ -240,7 +240,7 @@ def predict_video(
     start = time.perf_counter()
     outputs = VideoOutputs(
         out_dir, name, fps=sampling.output_fps(info), annotate=annotate, max_side=max_side,
-        threshold=predictor.threshold,
+        threshold=predictor.peaks.threshold,
     )  # fmt: skip
     frames = VideoFrames(path, sampling=sampling)
     error = ""

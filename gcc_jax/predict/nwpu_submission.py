@@ -16,9 +16,11 @@ shorter side into [512, 2048] for NWPU by default), so the model sees what it wa
 points found on the resized image at pixel ``(x, y)`` go back to the original image as
 ``(int(x / scale_x), int(y / scale_y))`` — the official localization sample code's conversion
 (``index · ratio`` cast to an integer, i.e. truncated) — clipped to the original image. The
-count is the density map's sum (a count does not change with resizing). The peak threshold is
-``--threshold``, else the one ``python -m gcc_jax.evaluate --split val --choose_threshold``
-stored with the checkpoint, else ``config.localization.threshold``.
+count is the density map's sum (a count does not change with resizing). The peak settings
+(``--threshold``, ``--pixel_offset``, ``--(no)one_per_plateau``) are the ones given, the others
+those ``python -m gcc_jax.evaluate --split val --choose_threshold`` stored with the checkpoint
+(the threshold with the detector it was chosen for), else ``config.localization``'s
+(:func:`gcc_jax.inference.resolve_peak_settings`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from gcc_jax import cli, inference
-from gcc_jax.localization import density_to_point_list
+from gcc_jax.localization import PeakSettings
 from gcc_jax.models import STRIDE
 from gcc_jax.runtime import config as config_lib
 from gcc_jax.runtime.evaluation import local_eval_mesh
@@ -110,9 +112,7 @@ def write_submission(
     records: Iterable[Mapping[str, Any]],
     out_dir: str | os.PathLike,
     *,
-    threshold: float,
-    pixel_offset: float = 0.0,
-    one_per_plateau: bool = False,
+    peaks: PeakSettings,
 ) -> tuple[pathlib.Path, pathlib.Path]:
     """Writes ``counting.txt`` and ``localization.txt`` from evaluation records.
 
@@ -121,9 +121,8 @@ def write_submission(
         ``image_hw``, ``scale_xy`` or ``scale``, ``filename``); their ``image`` entries are
         not used.
       out_dir: output folder (created).
-      threshold: peak threshold of :func:`gcc_jax.localization.density_to_points`.
-      pixel_offset: added to the points (resized pixels) before the conversion.
-      one_per_plateau: one point per plateau of equal maxima.
+      peaks: how the heads are found (threshold, pixel offset — added in resized pixels,
+        before the conversion —, one point per plateau).
 
     Returns:
       The two paths.
@@ -136,10 +135,7 @@ def write_submission(
         key = image_id(record["filename"])
         if key in counting:
             raise ValueError(f"image {key} appears twice")
-        points = density_to_point_list(
-            record["density"], stride=STRIDE, threshold=threshold, image_hw=record["image_hw"],
-            pixel_offset=pixel_offset, one_per_plateau=one_per_plateau,
-        )[0]  # fmt: skip
+        points = peaks.point_list(record["density"], stride=STRIDE, image_hw=record["image_hw"])[0]
         scale_xy = record.get("scale_xy", (record["scale"], record["scale"]))
         counting[key] = counting_line(key, np.sum(record["density"], dtype=np.float64))
         located[key] = localization_line(key, to_original_pixels(points, scale_xy, record["image_hw"]))
@@ -166,15 +162,13 @@ def _submission_command(argv, flags_) -> None:
     config = config_lib.config_for_command(flags_.config, workdir)
     mesh = local_eval_mesh(config.eval_batch_size)
     trained = inference.load_trained_model(flags_.checkpoint, mesh=mesh, workdir=workdir, config=config)
-    peaks = inference.resolve_localization(
-        flags_.checkpoint, workdir=workdir, config=config, threshold=flags_.threshold,
-        pixel_offset=flags_.pixel_offset, one_per_plateau=flags_.one_per_plateau, step=trained.step,
-    )  # fmt: skip
+    peaks = inference.resolve_peak_settings(
+        flags_.checkpoint, workdir=workdir, config=config, given=inference.given_peak_flags(flags_), step=trained.step
+    )
     paths = write_submission(
-        inference.predict_split(trained, config, flags_.split, mesh), flags_.out, threshold=peaks.threshold,
-        pixel_offset=peaks.pixel_offset, one_per_plateau=peaks.one_per_plateau,
-    )  # fmt: skip
-    print(f"step {trained.step}, {peaks}: wrote {paths[0]} and {paths[1]}")
+        inference.predict_split(trained, config, flags_.split, mesh), flags_.out, peaks=peaks.settings
+    )
+    print(f"step {trained.step}, {peaks.settings} (threshold: {peaks.source}): wrote {paths[0]} and {paths[1]}")
 
 
 def _define_flags() -> None:
@@ -186,11 +180,7 @@ def _define_flags() -> None:
     flags.DEFINE_string("checkpoint", "best", "best | latest | STEP (of --workdir) | path of a model directory.")
     flags.DEFINE_string("split", "test", "Split to predict (the NWPU-Crowd test split has no annotations).")
     flags.DEFINE_string("out", None, "Output folder for counting.txt and localization.txt.", required=True)
-    flags.DEFINE_float("threshold", None, "Peak threshold (default: the stored choice, else the config's).")
-    flags.DEFINE_float("pixel_offset", None, "Pixels added to points (default: the stored choice's, else the config's).")
-    flags.DEFINE_boolean(
-        "one_per_plateau", None, "One point per plateau of equal maxima (default: the stored choice's, else the config's)."
-    )
+    inference.define_peak_flags()
     cli.define_debug_flag()
 
 

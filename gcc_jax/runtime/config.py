@@ -16,6 +16,7 @@ import types
 import ml_collections
 
 from gcc_jax.data import DATASET_NAMES, LOADERS
+from gcc_jax.localization_scoring import LocalizationOptions
 from gcc_jax.losses import LOSS_NAMES
 from gcc_jax.runtime.recipes import RECIPE_FIELDS, check_resolved, resolve_recipe
 
@@ -101,25 +102,39 @@ def pipeline_kwargs(config: ml_collections.ConfigDict) -> dict:
 
 # Fields renamed since configs were first saved in workdirs: (block, old name, new name).
 _RENAMED_FIELDS = (("optimizer", "decay", "schedule"),)
+# What scored localization before config.localization (or one of its fields) existed.
+_LOCALIZATION = LocalizationOptions()
 # Fields added since configs were first saved: (block, name, the value that reproduces what a
 # run saved without the field did). The code reads every field directly; old configs get them here.
 _ADDED_FIELDS = (
     ("dataset", "loader", "tf.data"),
     ("dataset", "image_cache_mib", 0),  # no image cache before the field existed
     ("optimizer", "schedule", "constant"),
+    ("localization", "enabled", True),
+    ("localization", "threshold", _LOCALIZATION.peaks.threshold),
+    ("localization", "radii", list(_LOCALIZATION.radii)),
+    ("localization", "choose_on", _LOCALIZATION.choose_on),
+    ("localization", "pixel_offset", _LOCALIZATION.peaks.pixel_offset),
+    ("localization", "one_per_plateau", _LOCALIZATION.peaks.one_per_plateau),
 )
+# Blocks added since configs were first saved (filled field by field from _ADDED_FIELDS).
+_ADDED_BLOCKS = ("localization",)
 
 
 def upgrade_saved_config(saved: dict) -> dict:
     """A config dict saved by an earlier version, with renamed fields under their new names
     (``optimizer.decay`` is now ``optimizer.schedule``) and fields added since then set to what
     such a run did without them (``dataset.loader="tf.data"``, ``dataset.image_cache_mib=0``,
-    ``optimizer.schedule="constant"``); other fields are left as they are."""
+    ``optimizer.schedule="constant"``, the ``localization`` block and its fields at the
+    defaults of :class:`gcc_jax.localization_scoring.LocalizationOptions`); other fields are
+    left as they are."""
     saved = json.loads(json.dumps(saved))  # a deep copy
     for block, old, new in _RENAMED_FIELDS:
         fields = saved.get(block)
         if isinstance(fields, dict) and old in fields and new not in fields:
             fields[new] = fields.pop(old)
+    for block in _ADDED_BLOCKS:
+        saved.setdefault(block, {})
     for block, name, value in _ADDED_FIELDS:
         fields = saved.get(block)
         if isinstance(fields, dict):

@@ -101,14 +101,14 @@ def _assert_same_as_predict(result, predictor, image_file):
 @pytest.fixture(scope="module")
 def predictor(model_dir):
     # bucket=16: the network's own padding, which the exported graph applies (see README).
-    return Predictor.from_checkpoint(model_dir, one_per_plateau=True, bucket=16)
+    return Predictor.from_checkpoint(model_dir, bucket=16)
 
 
 def test_stablehlo_equals_predict_on_two_sizes(model_dir, photos, predictor, tmp_path):
     path = export_model(model_dir, tmp_path / "out", format="stablehlo")
     metadata = json.loads((tmp_path / "out" / "metadata.json").read_text())
     assert metadata["inputs"]["images"]["shape"] == ["N", "H", "W", 3]
-    assert metadata["threshold"] == predictor.threshold and metadata["model"]["width"] == WIDTH
+    assert metadata["threshold"] == predictor.peaks.threshold and metadata["model"]["width"] == WIDTH
     for image_file in photos.values():
         _assert_same_as_predict(_run_exported("stablehlo", path, image_file, tmp_path), predictor, image_file)
 

@@ -152,3 +152,14 @@ def test_bad_density_floor_raises(floor):
     density, points, mask = random_batch(5)
     with pytest.raises(ValueError, match="density_floor"):
         generalized_loss(density, points, mask, crop_size=128, density_floor=floor)
+
+
+def test_gl_potentials_refuse_the_loss_value_hyper_parameters():
+    # tau, d_point, d_pixel and batch_reduction weight or reduce the loss terms only: passed to
+    # the potentials they would be silently ignored, so they are refused by name.
+    density, points, mask = random_batch(1)
+    with pytest.raises(ValueError, match="batch_reduction, tau"):
+        generalized_loss_potentials(density, points, mask, crop_size=128, tau=0.5, batch_reduction="mean")
+    for name, value in (("d_point", "l2"), ("d_pixel", "l1")):
+        with pytest.raises(ValueError, match=name):
+            generalized_loss_potentials(density, points, mask, crop_size=128, **{name: value})

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from gcc_jax.localization import PeakSettings
 from gcc_jax.predict.nwpu_submission import (
     COUNTING_FILE,
     LOCALIZATION_FILE,
@@ -60,16 +61,16 @@ def test_write_submission_sorted_in_original_pixels(tmp_path):
         {"filename": "3610.jpg", "density": _blob_density(), "image_hw": (40, 40), "scale": 1.0},
         {"filename": "3612.jpg", "density": np.zeros((5, 5), np.float32), "image_hw": (40, 40), "scale": 1.0},
     ]
-    counting, localization = write_submission(records, tmp_path, threshold=0.05)
+    counting, localization = write_submission(records, tmp_path, peaks=PeakSettings(threshold=0.05))
     assert counting == tmp_path / COUNTING_FILE and localization == tmp_path / LOCALIZATION_FILE
     assert counting.read_text() == "3610 2.0000\n3611 2.0000\n3612 0.0000\n"
     # (20, 12) in 3610 as it is; in 3611 (resized by 0.5) at (40, 24) of the original.
     assert localization.read_text() == "3610 1 20 12\n3611 1 40 24\n3612 0\n"
     # A pixel offset moves the point before the conversion: (24, 16) / 0.5.
-    write_submission(records[:1], tmp_path, threshold=0.05, pixel_offset=4.0)
+    write_submission(records[:1], tmp_path, peaks=PeakSettings(threshold=0.05, pixel_offset=4.0))
     assert localization.read_text() == "3611 1 48 32\n"
     with pytest.raises(ValueError, match="twice"):
-        write_submission(records[:2] + records[:1], tmp_path, threshold=0.05)
+        write_submission(records[:2] + records[:1], tmp_path, peaks=PeakSettings(threshold=0.05))
 
 
 @pytest.mark.slow  # ~20 s, most of it importing TensorFlow and JAX in the subprocess

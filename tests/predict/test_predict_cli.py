@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gcc_jax.predict import density_overlay, expand_inputs, load_image, points_picture
-from gcc_jax.predict._run import main
+from gcc_jax.inference import THRESHOLD_FILE, given_peak_flags
+from gcc_jax.localization import PeakSettings
+from gcc_jax.predict import Predictor, density_overlay, expand_inputs, load_image, points_picture
+from gcc_jax.predict._run import _parser, main
 
 PER_IMAGE = ("_density.png", "_points.png", "_points.csv", "_points.json")
 
@@ -118,7 +120,8 @@ def test_cli_processes_every_readable_image_and_names_the_others(model_dir, samp
     assert sorted(by_name) == ["alpha", "gray", "notes", "trunc"]  # the summary is written all the same
     assert by_name["alpha"]["error"] == by_name["gray"]["error"] == ""
     assert "truncated" in by_name["trunc"]["error"] and (out / "alpha_points.json").is_file()
-    assert summary["settings"]["one_per_plateau"] is True  # one point per head by default
+    # Nothing stored with the model directory and no config: GL's recipe, every plateau pixel.
+    assert summary["settings"]["one_per_plateau"] is False
     with open(out / "summary.csv") as f:
         assert [r["error"] != "" for r in csv.DictReader(f)] == [False, False, True, True]
 
@@ -140,3 +143,23 @@ def test_bad_out_and_checkpoint_fail_in_one_line(model_dir, sample_images, tmp_p
     assert main([str(sample_images["a"]), "--checkpoint", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "nowhere" in err.splitlines()[0] and "Traceback" not in err
+
+
+def test_cli_takes_the_stored_threshold_with_its_detector(model_dir, tmp_path, capsys):
+    # evaluate --choose_threshold stored a threshold chosen for every pixel of a plateau (and an
+    # offset): without flags predict uses that threshold with that detector, never with the
+    # other one; a flag replaces only its own setting.
+    chosen = tmp_path / "model"
+    shutil.copytree(model_dir, chosen)
+    choice = {"threshold": 0.03, "pixel_offset": 2.0, "one_per_plateau": False}
+    (chosen / THRESHOLD_FILE).write_text(json.dumps({**choice, "split": "val", "step": None}))
+    Image.fromarray(np.full((64, 96, 3), 128, np.uint8)).save(tmp_path / "small.png")
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "small.png"), "--checkpoint", str(chosen), "--out", str(out)]) == 0
+    settings = json.loads((out / "summary.json").read_text())["settings"]
+    assert {k: settings[k] for k in choice} == choice
+    assert settings["threshold_source"] == "chosen on val (step None)"
+    assert "threshold 0.03 (chosen on val (step None))" in capsys.readouterr().out
+    flags = given_peak_flags(_parser().parse_args(["x", "--checkpoint=c", "--out=o", "--one_per_plateau"]))
+    assert flags == {"one_per_plateau": True}
+    assert Predictor.from_checkpoint(chosen, **flags).peaks == PeakSettings(0.03, 2.0, True)

@@ -1,21 +1,20 @@
 """Predictor: counts = density sums, points inside the image and equal to the whole-map peaks,
-buckets without recompilation, tiles equal to the whole image, threshold precedence."""
+buckets without recompilation, tiles equal to the whole image, the peak settings of a workdir."""
 
 import contextlib
 import json
 import pathlib
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
 from gcc_jax.inference import THRESHOLD_FILE
 from gcc_jax.imagenet import normalize_images
-from gcc_jax.localization import density_to_point_list
+from gcc_jax.localization import PeakSettings, density_to_point_list
 from gcc_jax.models import output_shape
-from gcc_jax.predict import DEFAULT_THRESHOLD, Predictor, count, load_image, resolve_localization
+from gcc_jax.predict import Predictor, count, load_image
 from tolerances import vgg_rtol
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -61,7 +60,7 @@ def _check(prediction, h, w, threshold, one_per_plateau=False):
 
 def test_real_images_in_one_bucket_compile_once(model_dir, tiny_model, sample_images):
     predictor = Predictor.from_checkpoint(model_dir, threshold=0.02)
-    assert predictor.step is None and predictor.threshold_source == "argument"
+    assert predictor.step is None and predictor.peaks_source == "argument"
     first = predictor.predict(sample_images["a"])
     assert first.name == "IMG_3" and first.num_tiles == 1
     _check(first, 427, 640, 0.02)
@@ -99,7 +98,7 @@ def test_large_images_are_tiled_and_match_the_whole_image(tiny_model):
     mesh = local_eval_mesh(1)
     # 320 px of overlap leaves 160 px of real context around every core: beyond the network's
     # 142 px receptive-field radius, so the stitched map equals the whole-image one.
-    exact = Predictor(model, variables, mesh, threshold=0.02, tile_size=512, overlap=320, bucket=128)
+    exact = Predictor(model, variables, mesh, peaks=PeakSettings(threshold=0.02), tile_size=512, overlap=320, bucket=128)
     found = exact.predict(big)
     assert found.num_tiles == 4  # 2 x 2 tiles of 512 px
     whole = np.asarray(model.apply(variables, normalize_images(big)[None]))[0]
@@ -110,7 +109,8 @@ def test_large_images_are_tiled_and_match_the_whole_image(tiny_model):
 
     # Smaller tiles, several per side: one network program and one peak-search program for
     # every image of any size above the tile size.
-    tiled = Predictor(model, variables, mesh, threshold=0.02, tile_size=256, overlap=64, bucket=128, one_per_plateau=True)
+    peaks = PeakSettings(threshold=0.02, one_per_plateau=True)
+    tiled = Predictor(model, variables, mesh, peaks=peaks, tile_size=256, overlap=64, bucket=128)
     small = tiled.predict(big)
     assert small.num_tiles == 9 and tiled.num_compilations == 2
     _check(small, 600, 520, 0.02, one_per_plateau=True)
@@ -136,35 +136,14 @@ def test_count_api_takes_paths_and_arrays(model_dir, sample_images):
     assert len(single) == 1 and single[0].count == found[1].count
 
 
-def test_threshold_precedence(model_dir, tmp_path):
-    settings = resolve_localization(str(model_dir))
-    assert settings.threshold == DEFAULT_THRESHOLD == 0.05 and settings.source == "default"
-    assert settings.pixel_offset == 0.0 and settings.one_per_plateau is False
-    config = ml_collections.ConfigDict({"localization": {"threshold": 0.2, "pixel_offset": 4.0}})
-    from_config = resolve_localization(str(model_dir), config=config)
-    assert (from_config.threshold, from_config.pixel_offset, from_config.source) == (0.2, 4.0, "config")
-
-    stored_dir = tmp_path / "stored"
-    stored_dir.mkdir()
-    (stored_dir / THRESHOLD_FILE).write_text(
-        json.dumps({"threshold": 0.07, "pixel_offset": 1.0, "one_per_plateau": True, "split": "val", "step": 9})
-    )
-    stored = resolve_localization(str(stored_dir), config=config)
-    assert (stored.threshold, stored.pixel_offset, stored.one_per_plateau) == (0.07, 1.0, True)
-    assert stored.source == "chosen on val (step 9)"
-    explicit = resolve_localization(str(stored_dir), config=config, threshold=0.3, one_per_plateau=False)
-    assert (explicit.threshold, explicit.pixel_offset, explicit.one_per_plateau) == (0.3, 1.0, False)
-    assert explicit.source == "argument"
-
-
 def test_pixel_offset_moves_points_and_keeps_them_inside(tiny_model):
     model, variables = tiny_model
     from gcc_jax.runtime.evaluation import local_eval_mesh
 
     image = load_image(np.full((64, 80), 128, np.uint8))
     mesh = local_eval_mesh(1)
-    plain = Predictor(model, variables, mesh, threshold=0.0).predict(image)
-    moved = Predictor(model, variables, mesh, threshold=0.0, pixel_offset=5.0).predict(image)
+    plain = Predictor(model, variables, mesh, peaks=PeakSettings(threshold=0.0)).predict(image)
+    moved = Predictor(model, variables, mesh, peaks=PeakSettings(threshold=0.0, pixel_offset=5.0)).predict(image)
     np.testing.assert_array_equal(moved.points, np.minimum(plain.points + 5.0, [79, 63]))
 
 
@@ -201,11 +180,12 @@ def test_training_workdir_best_checkpoint_and_stored_threshold(tiny_model, sampl
 
     with caplog.at_level("WARNING"):
         predictor = Predictor.from_checkpoint(tmp_path)
-    assert predictor.step == 7 and predictor.threshold == 0.04
-    assert predictor.threshold_source == "chosen on val (step 6)" and "step 6" in caplog.text
+    # A choice stored without its detector keeps the config's (every plateau pixel).
+    assert predictor.step == 7 and predictor.peaks == PeakSettings(threshold=0.04)
+    assert predictor.peaks_source == "chosen on val (step 6)" and "step 6" in caplog.text
     # GL's head (nearest upsampling, abs): the same network as the model directory's.
     found = predictor.predict(sample_images["b"])
-    expected = Predictor(model, variables, predictor.mesh, threshold=0.04).predict(sample_images["b"])
+    expected = Predictor(model, variables, predictor.mesh, peaks=PeakSettings(threshold=0.04)).predict(sample_images["b"])
     # The same parameters restored from two places, the same program: bitwise equal.
     np.testing.assert_array_equal(found.density, expected.density)
     np.testing.assert_array_equal(found.points, expected.points)
@@ -216,12 +196,13 @@ def _close_pairs(points, radius=1.5):
     return int(np.sum(np.triu(distances <= radius, k=1)))
 
 
-def test_count_gives_one_point_per_head_by_default(model_dir, sample_images):
+def test_one_per_plateau_gives_one_point_per_head(model_dir, sample_images):
     # The bilinear upsampling makes plateaus of equal maxima (along the image borders above
-    # all); the reference recipe reports every pixel of one, so one head gets two points.
-    (default,) = count(sample_images["a"], checkpoint=model_dir, threshold=0.02)
-    (reference,) = count(sample_images["a"], checkpoint=model_dir, threshold=0.02, one_per_plateau=False)
+    # all); the reference recipe reports every pixel of one, so one head gets two points. A
+    # model directory with nothing stored and no config uses the recipe.
+    (single,) = count(sample_images["a"], checkpoint=model_dir, threshold=0.02, one_per_plateau=True)
+    (reference,) = count(sample_images["a"], checkpoint=model_dir, threshold=0.02)
     assert _close_pairs(reference.points) > 0
-    assert _close_pairs(default.points) == 0
+    assert _close_pairs(single.points) == 0
     # The same peaks, each plateau reduced to one of its pixels.
-    assert {tuple(p) for p in default.points} < {tuple(p) for p in reference.points}
+    assert {tuple(p) for p in single.points} < {tuple(p) for p in reference.points}

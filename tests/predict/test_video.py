@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gcc_jax.localization import PeakSettings
 from gcc_jax.predict import (
     FrameSampling,
     Predictor,
@@ -76,7 +77,7 @@ def clip(tmp_path_factory, frames):
 @pytest.fixture(scope="module")
 def predictor(tiny_model):
     model, variables = tiny_model
-    return Predictor(model, variables, local_eval_mesh(1), threshold=0.03)
+    return Predictor(model, variables, local_eval_mesh(1), peaks=PeakSettings(threshold=0.03))
 
 
 def test_cli_video_counts_equal_its_frames_predicted_as_images(model_dir, clip, tmp_path, capsys):
