@@ -60,11 +60,11 @@ def export_model(
     Args:
       checkpoint: a training workdir or a model directory (as ``gcc_jax.predict`` takes).
       out_dir: output folder (created).
-      format: ``"stablehlo"`` (any ``[N, H, W, 3]``), ``"onnx"`` or ``"tflite"`` (one input
+      format: ``"stablehlo"`` or ``"onnx"`` (any ``[N, H, W, 3]``), or ``"tflite"`` (one input
         size, ``size``).
       which: ``"best"``, ``"latest"`` or a step (workdirs).
-      size: ``(height, width)`` in pixels of the input of an ONNX or TFLite file; ``None`` for
-        StableHLO (symbolic sizes).
+      size: ``(height, width)`` in pixels of the input of a TFLite file; ``None`` for
+        StableHLO and ONNX (symbolic sizes).
       threshold: peak threshold; ``None``: the checkpoint's (as predict resolves it).
       one_per_plateau: one peak pixel per plateau of equal maxima (predict's default).
 
@@ -72,15 +72,15 @@ def export_model(
       The path of the model file.
 
     Raises:
-      ValueError: an unknown format, a size missing for ONNX / TFLite or given for StableHLO,
+      ValueError: an unknown format, a size missing for TFLite or given for StableHLO / ONNX,
         or a size that is not two positive integers.
       FileNotFoundError: ``checkpoint`` is neither a workdir nor a model directory.
     """
     if format not in _formats.FORMATS:
         raise ValueError(f"format must be one of {_formats.FORMATS}, got {format!r}")
-    if format == "stablehlo" and size is not None:
-        raise ValueError("--size is for onnx and tflite; a StableHLO file takes any size")
-    if format != "stablehlo":
+    if format != "tflite" and size is not None:
+        raise ValueError(f"--size is for tflite; a {format} file takes any size")
+    if format == "tflite":
         if size is None:
             raise ValueError(f"{format} needs the input size: --size HEIGHT WIDTH (pixels)")
         if len(size) != 2 or any(isinstance(s, bool) or int(s) != s or s < 1 for s in size):
@@ -98,9 +98,12 @@ def export_model(
     path = out / _formats.FILE_NAMES[format]
     if format == "stablehlo":
         _formats.write_stablehlo(serve, path)
+    elif format == "onnx":
+        _formats.write_onnx(serve, path, input_name=INPUT_NAME, output_names=OUTPUT_NAMES)
     else:
-        write = _formats.write_onnx if format == "onnx" else _formats.write_tflite
-        write(serve, path, height=size[0], width=size[1], input_name=INPUT_NAME, output_names=OUTPUT_NAMES)
+        _formats.write_tflite(
+            serve, path, height=size[0], width=size[1], input_name=INPUT_NAME, output_names=OUTPUT_NAMES
+        )
     config = trained.config
     metadata = {
         "format": format, "file": path.name, "gcc_jax_version": gcc_jax.__version__,
