@@ -73,7 +73,8 @@ def export_model(
 
     Raises:
       ValueError: an unknown format, a size missing for TFLite or given for StableHLO / ONNX,
-        or a size that is not two positive integers.
+        a size that is not two positive integers, or StableHLO / ONNX of a model whose head
+        upsamples bilinearly (its weights need a static size).
       FileNotFoundError: ``checkpoint`` is neither a workdir nor a model directory.
     """
     if format not in _formats.FORMATS:
@@ -87,6 +88,12 @@ def export_model(
             raise ValueError(f"size must be two positive integers (height, width), got {size!r}")
         size = (int(size[0]), int(size[1]))
     trained = open_trained_model(checkpoint, mesh=local_eval_mesh(1), which=which)
+    if size is None and trained.model.upsample != "nearest":
+        # Its interpolation weights depend on the map's size through numpy constants.
+        raise ValueError(
+            f"{checkpoint}: a model with the {trained.model.upsample!r} head (BL / DM-Count) exports only "
+            "at a fixed size: --format tflite --size HEIGHT WIDTH"
+        )
     peaks = resolve_localization(
         trained.checkpoint, workdir=trained.workdir, config=trained.config, threshold=threshold, step=trained.step
     )

@@ -19,8 +19,8 @@ from gcc_jax.export._graph import _peak_map
 from gcc_jax.localization import density_to_point_list, upsample_bilinear
 from gcc_jax.models import VGG19Density, save_variables
 from gcc_jax.predict import Predictor, load_image
-from gcc_jax.runtime import load_workdir_config
-from gcc_jax.training import train_and_evaluate
+from gcc_jax.runtime import RunCheckpoints, create_mesh, create_model, load_workdir_config, save_config
+from gcc_jax.training import create_learning_rate_fn, create_optimizer, create_train_state
 from random_model import random_variables
 from tiny_runs import tiny_config
 from tolerances import vgg_rtol
@@ -157,10 +157,22 @@ def test_tflite_equals_predict_at_its_size(model_dir, photos, predictor, tmp_pat
 
 @pytest.fixture(scope="module")
 def trained_workdir(tmp_path_factory):
-    """A training workdir of the tiny synthetic config after 2 steps (config, checkpoint and
-    the threshold that export and predict both resolve from it)."""
+    """A training workdir as a run of the tiny synthetic config leaves it: its config.json and a
+    checkpoint at step 2 of its train state, written by the training code. The parameters are
+    drawn so that the photos have density peaks (2 real steps leave none, and more cost a
+    minute on 2 cores)."""
     workdir = tmp_path_factory.mktemp("trained") / "run"
-    train_and_evaluate(tiny_config(num_train_steps=2), workdir)
+    config = tiny_config()
+    model = create_model(config)
+    optimizer = create_optimizer(config.optimizer, create_learning_rate_fn(config.optimizer, 2, 4))
+    state = create_train_state(config, model, optimizer, create_mesh(jax.devices()[:1]))
+    drawn = random_variables(model, bias_scale=0.0, output_scale=0.02)["params"]
+    state = state.replace(params=jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), drawn, state.params))
+    save_config(config, workdir)
+    checkpoints = RunCheckpoints(workdir)
+    checkpoints.save(state, {"step": 2, "epoch": 1, "batch": 0})
+    checkpoints.save_best_if_better(2, state.params, {"mae": 3.0, "rmse": 4.0})
+    checkpoints.close()
     return workdir
 
 
@@ -214,6 +226,14 @@ def test_only_tflite_takes_a_size(model_dir, tmp_path):
         export_model(model_dir, tmp_path, format="savedmodel")
 
 
+def test_a_bilinear_head_is_refused_at_symbolic_sizes(tmp_path):
+    model = VGG19Density(width=WIDTH, upsample="bilinear")
+    save_variables(tmp_path / "bl", random_variables(model), {"width": WIDTH, "upsample": "bilinear"})
+    with pytest.raises(ValueError, match=r"'bilinear' head .* --format tflite --size"):
+        export_model(tmp_path / "bl", tmp_path / "out", format="stablehlo")
+    assert not (tmp_path / "out").exists()
+
+
 def _readme_snippets():
     """The README's "Deploy" code blocks, by the runtime they import."""
     readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -261,7 +281,8 @@ def test_peak_map_follows_density_to_points(one_per_plateau):
     for density in maps:
         h, w = density.shape[1] * 8 - 5, density.shape[2] * 8 - 3  # images smaller than the map
         found = density_to_point_list(density, threshold=0.05, image_hw=(h, w), one_per_plateau=one_per_plateau)[0]
-        peaks = _peak_map(jnp.asarray(density), h, w, threshold=0.05, window=3, one_per_plateau=one_per_plateau)
+        peak_map = jax.jit(_peak_map, static_argnums=(1, 2), static_argnames=("threshold", "window", "one_per_plateau"))
+        peaks = peak_map(jnp.asarray(density), h, w, threshold=0.05, window=3, one_per_plateau=one_per_plateau)
         mine = np.argwhere(np.asarray(peaks[0]) > 0)[:, ::-1]
         assert sorted(map(tuple, mine.tolist())) == sorted(map(tuple, found.astype(int).tolist()))
         assert len(mine) > 0
