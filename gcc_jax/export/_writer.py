@@ -80,7 +80,7 @@ def export_model(
     if format not in _formats.FORMATS:
         raise ValueError(f"format must be one of {_formats.FORMATS}, got {format!r}")
     if format != "tflite" and size is not None:
-        raise ValueError(f"--size is for tflite; a {format} file takes any size")
+        raise ValueError(f"--size is for tflite only: a {format} file takes any size")
     if format == "tflite":
         if size is None:
             raise ValueError(f"{format} needs the input size: --size HEIGHT WIDTH (pixels)")

@@ -220,7 +220,7 @@ def test_a_full_width_model_exports_and_equals_predict(fmt, full_width_crops, tm
 def test_only_tflite_takes_a_size(model_dir, tmp_path):
     with pytest.raises(ValueError, match="--size"):
         export_model(model_dir, tmp_path, format="tflite")
-    with pytest.raises(ValueError, match="--size is for tflite; a onnx file takes any size"):
+    with pytest.raises(ValueError, match="--size is for tflite only: a onnx file takes any size"):
         export_model(model_dir, tmp_path, format="onnx", size=(64, 64))
     with pytest.raises(ValueError, match="format"):
         export_model(model_dir, tmp_path, format="savedmodel")
