@@ -1,10 +1,11 @@
 """``python -m gcc_jax.export``: write a trained model as StableHLO, ONNX or LiteRT.
 
     python -m gcc_jax.export --checkpoint runs/synthetic --out exported/ --format stablehlo
-    python -m gcc_jax.export --checkpoint runs/synthetic --out exported/ --format onnx --size 768 1024
+    python -m gcc_jax.export --checkpoint runs/synthetic --out exported/ --format onnx
+    python -m gcc_jax.export --checkpoint runs/synthetic --out exported/ --format tflite --size 768 1024
 
 ``--checkpoint`` is a training workdir (its ``--which`` checkpoint) or a model directory, as in
-``gcc_jax.predict``. StableHLO takes any ``[N, H, W, 3]``; ONNX and TFLite are written for one
+``gcc_jax.predict``. StableHLO and ONNX take any ``[N, H, W, 3]``; TFLite is written for one
 input size ``[1, H, W, 3]`` (``--size``). ONNX needs jax2onnx (the ``export`` extra).
 """
 
@@ -24,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--which", default="best", help="best | latest | STEP (training workdirs)")
-    parser.add_argument("--size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), help="input size (onnx, tflite)")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), help="input size (tflite)")
     parser.add_argument("--threshold", type=float, default=None, help="peak threshold (default: as predict)")
     parser.add_argument(
         "--one_per_plateau", action=argparse.BooleanOptionalAction, default=None,

@@ -40,20 +40,26 @@ __all__ = ["OUTPUT_NAMES", "serving_function", "upsample_peak_values"]
 OUTPUT_NAMES = ("density", "count", "peaks")
 
 
+def _shifted(values: jax.Array, axis: int, step: int) -> jax.Array:
+    """``values`` moved by one cell along ``axis`` with the border cell repeated:
+    ``out[j] = values[clamp(j + step)]`` for ``step`` ±1 (the clamping of PyTorch's source index).
+
+    Built by slicing and concatenation, which keep sizes symbolic and which ONNX converters
+    convert at symbolic sizes (jax2onnx does not convert ``lax.pad`` there).
+    """
+    size = values.shape[axis]
+    if step < 0:
+        parts = [lax.slice_in_dim(values, 0, 1, axis=axis), lax.slice_in_dim(values, 0, size - 1, axis=axis)]
+    else:
+        parts = [lax.slice_in_dim(values, 1, size, axis=axis), lax.slice_in_dim(values, size - 1, size, axis=axis)]
+    return lax.concatenate(parts, axis)
+
+
 def _upsample_axis(values: jax.Array, axis: int) -> jax.Array:
     """×``STRIDE`` bilinear upsampling of one axis, PyTorch ``align_corners=False`` (see the
     module docstring); works on symbolic sizes."""
     size = values.shape[axis]
-    # Neighbour cells by shifting (padding with negative amounts keeps the symbolic size) and
-    # repeating the border cell (the clamping of the source index), not by slicing or
-    # gathering: converters then need no bound on the symbolic size.
-    index = lax.broadcasted_iota(jnp.int32, [size if a == axis else 1 for a in range(values.ndim)], axis)
-    zero = jnp.zeros((), values.dtype)
-    shift = [(0, 0, 0)] * values.ndim
-    shift[axis] = (1, -1, 0)
-    before = jnp.where(index == 0, values, lax.pad(values, zero, shift))
-    shift[axis] = (-1, 1, 0)
-    after = jnp.where(index == size - 1, values, lax.pad(values, zero, shift))
+    before, after = _shifted(values, axis, -1), _shifted(values, axis, 1)
     phases = []
     for k in range(STRIDE):
         # λ1 = src − ⌊src⌋ with src = j + (2k + 1 − STRIDE) / (2 STRIDE): exact in float32.
@@ -70,9 +76,9 @@ def _upsample_axis(values: jax.Array, axis: int) -> jax.Array:
     out = stacked.reshape(shape)
     # PyTorch clamps src at 0, so the first half-cell reads cell 0 alone (weights 1 and 0):
     # copy it rather than mixing it with its own copy, which can round differently.
-    position = lax.broadcasted_iota(jnp.int32, [size * STRIDE if a == axis else 1 for a in range(values.ndim)], axis)
     first = lax.slice_in_dim(values, 0, 1, axis=axis)
-    return jnp.where(position < STRIDE // 2, first, out)
+    head = lax.concatenate([first] * (STRIDE // 2), axis)
+    return lax.concatenate([head, lax.slice_in_dim(out, STRIDE // 2, size * STRIDE, axis=axis)], axis)
 
 
 def upsample_peak_values(density: jax.Array) -> jax.Array:
@@ -86,18 +92,31 @@ def _peak_map(density: jax.Array, height, width, *, threshold: float, window: in
     upsampled = upsample_peak_values(density)
     values = lax.slice(upsampled, (0, 0, 0), (upsampled.shape[0], height, width))
     half = window // 2
-    pooled = lax.reduce_window(
-        values, -jnp.inf, lax.max, (1, window, window), (1, 1, 1), ((0, 0), (half, half), (half, half))
-    )
+    # −∞ around the map, then the neighbour (x + dx, y + dy) of every pixel as a slice of it:
+    # max-pooling and the plateau rule without lax.pad or reduce_window, which jax2onnx does
+    # not convert at symbolic sizes (the maximum of the slices is reduce_window's, exactly).
+    minus_inf = jnp.asarray(-jnp.inf, values.dtype)
+    border = values
+    for axis in (1, 2):
+        strip = list(border.shape)
+        strip[axis] = half
+        fill = lax.full(strip, minus_inf)
+        border = lax.concatenate([fill, border, fill], axis)
+
+    def neighbour(dy, dx):
+        start = (0, half + dy, half + dx)
+        return lax.slice(border, start, (border.shape[0], start[1] + height, start[2] + width))
+
+    offsets = [(dy, dx) for dy in range(-half, half + 1) for dx in range(-half, half + 1)]
+    pooled = values
+    for dy, dx in offsets:
+        if (dy, dx) != (0, 0):
+            pooled = jnp.maximum(pooled, neighbour(dy, dx))
     is_peak = (values == pooled) & (values >= jnp.asarray(threshold, values.dtype)) & (values > 0)
     if one_per_plateau:
-        minus_inf = jnp.asarray(-jnp.inf, values.dtype)
-        for dy in range(-half, 1):
-            for dx in range(-half, half + 1 if dy < 0 else 0):
-                # The neighbour (x + dx, y + dy) at (x, y), −∞ beyond the border: a shift by
-                # padding with negative amounts, which keeps symbolic sizes unchanged.
-                neighbour = lax.pad(values, minus_inf, ((0, 0, 0), (-dy, dy, 0), (-dx, dx, 0)))
-                is_peak &= values > neighbour
+        # Strictly above the neighbours before it in row-major order.
+        for dy, dx in offsets[: len(offsets) // 2]:
+            is_peak &= values > neighbour(dy, dx)
     return jnp.where(is_peak, values, jnp.zeros((), values.dtype))
 
 

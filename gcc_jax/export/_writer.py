@@ -60,11 +60,11 @@ def export_model(
     Args:
       checkpoint: a training workdir or a model directory (as ``gcc_jax.predict`` takes).
       out_dir: output folder (created).
-      format: ``"stablehlo"`` (any ``[N, H, W, 3]``), ``"onnx"`` or ``"tflite"`` (one input
+      format: ``"stablehlo"`` or ``"onnx"`` (any ``[N, H, W, 3]``), or ``"tflite"`` (one input
         size, ``size``).
       which: ``"best"``, ``"latest"`` or a step (workdirs).
-      size: ``(height, width)`` in pixels of the input of an ONNX or TFLite file; ``None`` for
-        StableHLO (symbolic sizes).
+      size: ``(height, width)`` in pixels of the input of a TFLite file; ``None`` for
+        StableHLO and ONNX (symbolic sizes).
       threshold: peak threshold; ``None``: the checkpoint's (as predict resolves it,
         :func:`gcc_jax.inference.resolve_peak_settings`).
       one_per_plateau: one peak pixel per plateau of equal maxima, or every pixel of it;
@@ -74,21 +74,28 @@ def export_model(
       The path of the model file.
 
     Raises:
-      ValueError: an unknown format, a size missing for ONNX / TFLite or given for StableHLO,
-        or a size that is not two positive integers.
+      ValueError: an unknown format, a size missing for TFLite or given for StableHLO / ONNX,
+        a size that is not two positive integers, or StableHLO / ONNX of a model whose head
+        upsamples bilinearly (its weights need a static size).
       FileNotFoundError: ``checkpoint`` is neither a workdir nor a model directory.
     """
     if format not in _formats.FORMATS:
         raise ValueError(f"format must be one of {_formats.FORMATS}, got {format!r}")
-    if format == "stablehlo" and size is not None:
-        raise ValueError("--size is for onnx and tflite; a StableHLO file takes any size")
-    if format != "stablehlo":
+    if format != "tflite" and size is not None:
+        raise ValueError(f"--size is for tflite only: a {format} file takes any size")
+    if format == "tflite":
         if size is None:
             raise ValueError(f"{format} needs the input size: --size HEIGHT WIDTH (pixels)")
         if len(size) != 2 or any(isinstance(s, bool) or int(s) != s or s < 1 for s in size):
             raise ValueError(f"size must be two positive integers (height, width), got {size!r}")
         size = (int(size[0]), int(size[1]))
     trained = open_trained_model(checkpoint, mesh=local_eval_mesh(1), which=which)
+    if size is None and trained.model.upsample != "nearest":
+        # Its interpolation weights depend on the map's size through numpy constants.
+        raise ValueError(
+            f"{checkpoint}: a model with the {trained.model.upsample!r} head (BL / DM-Count) exports only "
+            "at a fixed size: --format tflite --size HEIGHT WIDTH"
+        )
     given = {"threshold": threshold, "one_per_plateau": one_per_plateau}
     resolved = resolve_peak_settings(
         trained.checkpoint, workdir=trained.workdir, config=trained.config, given=given, step=trained.step
@@ -104,9 +111,12 @@ def export_model(
     path = out / _formats.FILE_NAMES[format]
     if format == "stablehlo":
         _formats.write_stablehlo(serve, path)
+    elif format == "onnx":
+        _formats.write_onnx(serve, path, input_name=INPUT_NAME, output_names=OUTPUT_NAMES)
     else:
-        write = _formats.write_onnx if format == "onnx" else _formats.write_tflite
-        write(serve, path, height=size[0], width=size[1], input_name=INPUT_NAME, output_names=OUTPUT_NAMES)
+        _formats.write_tflite(
+            serve, path, height=size[0], width=size[1], input_name=INPUT_NAME, output_names=OUTPUT_NAMES
+        )
     config = trained.config
     metadata = {
         "format": format, "file": path.name, "gcc_jax_version": gcc_jax.__version__,

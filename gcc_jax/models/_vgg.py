@@ -136,6 +136,32 @@ def conv_layers(width: float = 1.0) -> tuple[ConvSpec, ...]:
     return tuple(specs)
 
 
+def _ceil_div(size, divisor: int):
+    """``ceil(size / divisor)`` of a symbolic size, written ``floor((size + divisor − 1) / divisor)``:
+    a floor division of a positive number, which ONNX's integer ``Div`` (truncating) also computes
+    when jax2onnx lowers the size expression into the graph."""
+    return (size + divisor - 1) // divisor
+
+
+def _pad_symbolic(x: jax.Array) -> jax.Array:
+    """``[B, H, W, C]`` of symbolic ``H, W`` → ``[B, 16·ceil(H/16), 16·ceil(W/16), C]``, zeros
+    at the bottom and right.
+
+    Zeros of the constant width 15 are concatenated, then the result is cropped to the multiple
+    of 16: ONNX converters (jax2onnx) convert ``lax.pad`` only at static shapes and build
+    zeros only of sizes that some input has, while concatenation and a slice to a symbolic
+    limit they convert; and jax.export proves ``16·ceil(H/16) ≤ H + 15`` in this form.
+    """
+    for axis in (1, 2):
+        strip = list(x.shape)
+        strip[axis] = _FEATURE_STRIDE - 1
+        padded = jax.lax.concatenate([x, jnp.zeros(strip, x.dtype)], axis)
+        limit = list(padded.shape)
+        limit[axis] = _FEATURE_STRIDE * _ceil_div(x.shape[axis], _FEATURE_STRIDE)
+        x = jax.lax.slice(padded, (0,) * x.ndim, limit)
+    return x
+
+
 def _upsample_nearest_x2(x: jax.Array) -> jax.Array:
     """``[B, h, w, C]`` → ``[B, 2h, 2w, C]``, each cell copied into a 2×2 block (PyTorch nearest)."""
     return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
@@ -189,6 +215,20 @@ _FEATURE_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 _HEAD_INIT = nn.initializers.normal(stddev=0.01)
 
 
+def _max_pool_2x2(x: jax.Array) -> jax.Array:
+    """``[B, 2h, 2w, C]`` → ``[B, h, w, C]``, the maximum of each 2×2 block.
+
+    At symbolic sizes, the maximum of the four strided slices (the same values): jax2onnx
+    lowers ``nn.max_pool`` (its own operator) to wrong output sizes and ``lax.reduce_window``
+    over ``[B, H, W, C]`` to a 4-d ONNX ``MaxPool`` that ONNX Runtime does not run.
+    """
+    if all(_is_concrete(size) for size in x.shape[1:3]):
+        return nn.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
+    limit = x.shape
+    blocks = [jax.lax.slice(x, (0, dy, dx, 0), limit, (1, 2, 2, 1)) for dy in (0, 1) for dx in (0, 1)]
+    return jnp.maximum(jnp.maximum(blocks[0], blocks[1]), jnp.maximum(blocks[2], blocks[3]))
+
+
 class _Features(nn.Module):
     """VGG19 "E" convolutions: ``[B, H, W, 3]`` → ``[B, H/16, W/16, 512·width]`` (H, W % 16 == 0)."""
 
@@ -200,7 +240,7 @@ class _Features(nn.Module):
         stride = 1
         for spec in self.specs:
             if spec.stride != stride:
-                x = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
+                x = _max_pool_2x2(x)
                 stride = spec.stride
             x = nn.relu(_conv(spec, self.dtype, _FEATURE_INIT)(x))
         return x
@@ -295,17 +335,15 @@ class VGG19Density(nn.Module):
         height, width = images.shape[1:3]
         if _is_concrete(height) and _is_concrete(width):
             out_h, out_w = output_shape(height, width)
+            pad_h, pad_w = -height % _FEATURE_STRIDE, -width % _FEATURE_STRIDE
+            x = jnp.asarray(images, self.dtype)
+            if pad_h or pad_w:
+                x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
         else:
             # Symbolic sizes (jax.export with shape polymorphism, e.g. ``"(n, h, w, 3)"``):
             # jax.export already assumes every dimension ≥ 1, so only the rule remains.
-            out_h, out_w = -(-height // STRIDE), -(-width // STRIDE)
-        # Written as 16·ceil(H/16) − H rather than −H mod 16: on symbolic sizes jax.export
-        # then proves the shapes below (16·c after the pad, c after the pools) at once.
-        pad_h = _FEATURE_STRIDE * -(-height // _FEATURE_STRIDE) - height
-        pad_w = _FEATURE_STRIDE * -(-width // _FEATURE_STRIDE) - width
-        x = jnp.asarray(images, self.dtype)
-        if not (_is_concrete(pad_h) and _is_concrete(pad_w)) or pad_h or pad_w:
-            x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+            out_h, out_w = _ceil_div(height, STRIDE), _ceil_div(width, STRIDE)
+            x = _pad_symbolic(jnp.asarray(images, self.dtype))
 
         specs = conv_layers(self.width)
         x = _Features(specs[:-3], self.dtype, name="features")(x)
