@@ -42,6 +42,7 @@ from gcc_jax.predict._outputs import (
     write_prediction,
     write_summary,
 )
+from gcc_jax.predict._engines import ENGINES
 from gcc_jax.predict._predictor import IMAGE_SUFFIXES, Predictor, load_image
 from gcc_jax.predict._video import VIDEO_SUFFIXES, FrameSampling, import_av
 from gcc_jax.predict._video_outputs import predict_video
@@ -218,6 +219,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--overlap", type=int, default=256, help="pixels shared by neighbouring tiles")
     parser.add_argument("--bucket", type=int, default=128, help="image sides are padded to a multiple of this")
     parser.add_argument("--max_side", type=int, default=2048, help="longest side of the output pictures")
+    parser.add_argument(
+        "--engine", default="jax", choices=ENGINES,
+        help="what runs the network: jax (jax.jit, default) or onnxruntime (converted to ONNX once per image "
+        "shape; faster on CPUs, needs the export extra)",
+    )  # fmt: skip
     video = parser.add_argument_group("videos")
     video.add_argument("--every", type=int, default=1, help="count every N-th frame of a video (default: all)")
     video.add_argument("--fps", type=float, default=None, help="count at most this many frames per second of video")
@@ -247,12 +253,13 @@ def _predict(args: argparse.Namespace) -> int:
     predictor = Predictor.from_checkpoint(
         args.checkpoint, which=args.which, threshold=args.threshold, pixel_offset=args.pixel_offset,
         one_per_plateau=args.one_per_plateau, tile_size=args.tile_size, overlap=args.overlap, bucket=args.bucket,
+        engine=args.engine,
     )  # fmt: skip
     inputs = f"{len(files) - videos} image(s)" + (f", {videos} video(s)" if videos else "")
     print(
         f"{inputs}; checkpoint {args.checkpoint} (step {predictor.step}); threshold "
         f"{predictor.threshold:g} ({predictor.threshold_source}), pixel offset {predictor.pixel_offset:g}, "
-        f"one point per plateau: {predictor.one_per_plateau}",
+        f"one point per plateau: {predictor.one_per_plateau}; engine {predictor.engine}",
         flush=True,
     )
     rows = predict_files(
