@@ -108,6 +108,7 @@ def main() -> None:
     height, width = args.size
     if height % 16 or width % 16:
         parser.error("--size must be multiples of 16 (the exported files and torch then run the same pixels)")
+    commit = _commit()  # before the run: the checkout may change while it runs
     threads = _cpus()
     torch.set_num_threads(threads)
     info = describe_machine()
@@ -193,7 +194,7 @@ def main() -> None:
         row["median_s"] = statistics.median(row["times_s"])
         row["speed_vs_torch"] = torch_median / row["median_s"]
     result = {
-        "commit": _commit(), "machine": info, "load_1min_per_round": [round(v, 2) for v in loads],
+        "commit": commit, "machine": info, "load_1min_per_round": [round(v, 2) for v in loads],
         "command": "python " + " ".join([pathlib.Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "size_hw": [height, width], "repeats": args.repeats, "model": {"width": 1.0, **options},
         "threads": {"torch": torch.get_num_threads(), "onnxruntime_intra_op": threads, "litert": threads,
