@@ -19,7 +19,8 @@ with status 1. The peak threshold is ``--threshold``, else the one
 ``python -m gcc_jax.evaluate --choose_threshold`` stored with the checkpoint, else the
 config's, else GL's recipe (:data:`gcc_jax.localization.DEFAULT_THRESHOLD`). Each head gets
 one point (``--no-one_per_plateau`` gives every pixel of a plateau of equal maxima, the
-reference recipe that paper-protocol evaluation keeps).
+reference recipe that paper-protocol evaluation keeps). ``--engine onnxruntime`` runs the
+network in ONNX Runtime instead of ``jax.jit`` (:mod:`gcc_jax.predict._engines`).
 """
 
 from __future__ import annotations
