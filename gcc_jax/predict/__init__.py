@@ -5,7 +5,9 @@
 - :class:`Predictor` — a loaded model for repeated use (:meth:`Predictor.from_checkpoint`,
   :meth:`Predictor.predict`): images of any size, bucketed padded shapes (few compilations,
   :attr:`Predictor.num_compilations`) and overlapping tiles above ``tile_size`` (bounded
-  memory); see :mod:`gcc_jax.predict._predictor` for the rules.
+  memory); see :mod:`gcc_jax.predict._predictor` for the rules. Its forward pass runs in an
+  engine (``engine="jax"``: ``jax.jit``; ``"onnxruntime"``: the network converted to ONNX;
+  :mod:`gcc_jax.predict._engines`).
 - :func:`count_video` — ``count_video("clip.mp4", checkpoint=DIR)``: an iterator of
   :class:`FramePrediction` (``frame``, ``time_s``, ``count``, ``points``, ...) per counted frame
   of a video (PyAV, ``pip install 'gcc_jax[video]'``), frames chosen by a

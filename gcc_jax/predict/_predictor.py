@@ -36,7 +36,6 @@ import os
 import pathlib
 from typing import Any, NamedTuple
 
-import jax
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -44,9 +43,8 @@ from gcc_jax.imagenet import normalize_images
 from gcc_jax.inference import open_trained_model, resolve_peak_settings
 from gcc_jax.localization import DEFAULT_MAX_POINTS, PeakSettings, density_to_points
 from gcc_jax.models import STRIDE, output_shape
+from gcc_jax.predict._engines import make_engine
 from gcc_jax.runtime.evaluation import local_eval_mesh
-from gcc_jax.runtime.mesh import batch_sharding
-from gcc_jax.runtime.model import make_predict_fn
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -185,12 +183,16 @@ class Predictor:
       overlap: pixels shared by neighbouring tiles; a multiple of 16 below ``tile_size``.
       bucket: sides up to ``tile_size`` are padded to a multiple of it; a multiple of 16.
       window: odd side of the local-maximum window (upsampled pixels).
+      engine: what runs the network (:mod:`gcc_jax.predict._engines`): ``"jax"`` (``jax.jit``)
+        or ``"onnxruntime"`` (the network converted to ONNX, faster on CPUs; needs the
+        ``export`` extra).
       step: training step of the variables (for the record), or ``None``.
       peaks_source: where ``peaks`` came from (for the record;
         :attr:`gcc_jax.inference.ResolvedPeaks.source`).
 
     Raises:
-      ValueError: sizes that break the rules above.
+      ValueError: sizes that break the rules above, or an unknown engine.
+      ImportError: the engine's runtime is not installed.
     """
 
     def __init__(
@@ -204,6 +206,7 @@ class Predictor:
         overlap: int = 256,
         bucket: int = 128,
         window: int = 3,
+        engine: str = "jax",
         step: int | None = None,
         peaks_source: str = "argument",
     ):
@@ -224,8 +227,8 @@ class Predictor:
         self.window = window
         self.step = step
         self.peaks_source = peaks_source
-        self._forward = make_predict_fn(model.apply, mesh)
-        self._input_sharding = batch_sharding(mesh)
+        self._engine = make_engine(engine, model, variables, mesh)
+        self.engine = self._engine.name
         self._model_shapes: set[tuple[int, int]] = set()
         self._peak_shapes: set[tuple[int, int, int]] = set()
 
@@ -293,7 +296,7 @@ class Predictor:
                 pad = ((0, row.length - tile.shape[0]), (0, col.length - tile.shape[1]), (0, 0))
                 tile = np.pad(tile, pad)[None]
                 self._model_shapes.add(tile.shape[1:3])
-                out = np.asarray(self._forward(self.variables, jax.device_put(tile, self._input_sharding)))[0]
+                out = self._engine(tile)[0]
                 r0, c0 = row.origin // STRIDE, col.origin // STRIDE
                 density[row.core_start : row.core_stop, col.core_start : col.core_stop] = out[
                     row.core_start - r0 : row.core_stop - r0, col.core_start - c0 : col.core_stop - c0
@@ -369,8 +372,8 @@ class Predictor:
         return {
             "step": self.step, "threshold": self.peaks.threshold, "threshold_source": self.peaks_source,
             "pixel_offset": self.peaks.pixel_offset, "one_per_plateau": self.peaks.one_per_plateau,
-            "tile_size": self.tile_size,
-            "overlap": self.overlap, "bucket": self.bucket, "num_compilations": self.num_compilations,
+            "tile_size": self.tile_size, "overlap": self.overlap, "bucket": self.bucket, "engine": self.engine,
+            "num_compilations": self.num_compilations,
         }  # fmt: skip
 
 
@@ -385,6 +388,7 @@ def count(
     tile_size: int = 1024,
     overlap: int = 256,
     bucket: int = 128,
+    engine: str = "jax",
 ) -> list[Prediction]:
     """Counts and locates the people in images with a trained model.
 
@@ -405,7 +409,7 @@ def count(
         the bilinear upsampling makes pairs of equal maxima along every image border);
         ``None``: the detector the threshold was chosen for (stored choice, else config,
         else every pixel), see :func:`gcc_jax.inference.resolve_peak_settings`.
-      tile_size, overlap, bucket: see :class:`Predictor`.
+      tile_size, overlap, bucket, engine: see :class:`Predictor`.
 
     Returns:
       One :class:`Prediction` per image (``count``, ``density``, ``points``, ...).
@@ -418,7 +422,7 @@ def count(
         images = [images]
     predictor = Predictor.from_checkpoint(
         checkpoint, which=which, threshold=threshold, pixel_offset=pixel_offset, one_per_plateau=one_per_plateau,
-        tile_size=tile_size, overlap=overlap, bucket=bucket,
+        tile_size=tile_size, overlap=overlap, bucket=bucket, engine=engine,
     )  # fmt: skip
     out = []
     for k, image in enumerate(images):

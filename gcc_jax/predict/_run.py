@@ -25,8 +25,8 @@ it) —, else from the config's ``localization`` block, else GL's recipe
 (:data:`gcc_jax.localization.DEFAULT_THRESHOLD`, every pixel of a plateau of equal maxima):
 the points are those evaluate scores for the checkpoint. ``--one_per_plateau`` gives one point
 per head where the upsampled map has a plateau (it does along image borders);
-``--no-one_per_plateau`` every pixel of it. (Until this rule, predict defaulted to one point
-per plateau even with a threshold chosen for the other detector.)
+``--no-one_per_plateau`` every pixel of it. ``--engine onnxruntime`` runs the network in ONNX
+Runtime instead of ``jax.jit`` (:mod:`gcc_jax.predict._engines`).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from gcc_jax.predict._outputs import (
     write_prediction,
     write_summary,
 )
+from gcc_jax.predict._engines import ENGINES
 from gcc_jax.predict._predictor import IMAGE_SUFFIXES, Predictor, load_image
 from gcc_jax.predict._video import VIDEO_SUFFIXES, FrameSampling, import_av
 from gcc_jax.predict._video_outputs import predict_video
@@ -218,6 +219,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--overlap", type=int, default=256, help="pixels shared by neighbouring tiles")
     parser.add_argument("--bucket", type=int, default=128, help="image sides are padded to a multiple of this")
     parser.add_argument("--max_side", type=int, default=2048, help="longest side of the output pictures")
+    parser.add_argument(
+        "--engine", default="jax", choices=ENGINES,
+        help="what runs the network: jax (jax.jit, default) or onnxruntime (converted to ONNX once per image "
+        "shape; faster on CPUs, needs the export extra)",
+    )  # fmt: skip
     video = parser.add_argument_group("videos")
     video.add_argument("--every", type=int, default=1, help="count every N-th frame of a video (default: all)")
     video.add_argument("--fps", type=float, default=None, help="count at most this many frames per second of video")
@@ -246,13 +252,13 @@ def _predict(args: argparse.Namespace) -> int:
         import_av()  # without PyAV: one error line before the model is loaded
     predictor = Predictor.from_checkpoint(
         args.checkpoint, which=args.which, **given_peak_flags(args), tile_size=args.tile_size, overlap=args.overlap,
-        bucket=args.bucket,
+        bucket=args.bucket, engine=args.engine,
     )  # fmt: skip
     inputs = f"{len(files) - videos} image(s)" + (f", {videos} video(s)" if videos else "")
     print(
         f"{inputs}; checkpoint {args.checkpoint} (step {predictor.step}); threshold "
         f"{predictor.peaks.threshold:g} ({predictor.peaks_source}), pixel offset {predictor.peaks.pixel_offset:g}, "
-        f"one point per plateau: {predictor.peaks.one_per_plateau}",
+        f"one point per plateau: {predictor.peaks.one_per_plateau}; engine {predictor.engine}",
         flush=True,
     )
     rows = predict_files(
