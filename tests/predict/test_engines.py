@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from gcc_jax.localization import PeakSettings
 from gcc_jax.predict import Predictor
 from gcc_jax.predict import _engines
 from gcc_jax.predict.__main__ import main
@@ -37,7 +38,7 @@ def test_onnxruntime_engine_equals_jax_on_tiles(tiny_model, sample_images):
     pytest.importorskip("onnxruntime")
     model, variables = tiny_model
     mesh = local_eval_mesh(1)
-    settings = {"tile_size": 256, "overlap": 64, "bucket": 128, "one_per_plateau": True, "threshold": 0.05}
+    settings = {"tile_size": 256, "overlap": 64, "bucket": 128, "peaks": PeakSettings(threshold=0.05, one_per_plateau=True)}
     on_jax = Predictor(model, variables, mesh, engine="jax", **settings)
     on_ort = Predictor(model, variables, mesh, engine="onnxruntime", **settings)
     expected = on_jax.predict(sample_images["a"])
@@ -55,7 +56,7 @@ def test_command_line_engine_onnxruntime(model_dir, sample_images, tmp_path, cap
     assert "engine onnxruntime" in capsys.readouterr().out
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["settings"]["engine"] == "onnxruntime"
-    expected = Predictor.from_checkpoint(model_dir, one_per_plateau=True).predict(image)
+    expected = Predictor.from_checkpoint(model_dir).predict(image)  # the peak settings the command resolves
     row = summary["images"][0]
     assert abs(row["count"] - expected.count) <= _count_allowance(expected)
     written = np.loadtxt(tmp_path / f"{image.stem}_points.csv", delimiter=",", skiprows=1, ndmin=2)
