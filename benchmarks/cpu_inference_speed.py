@@ -160,7 +160,7 @@ def main() -> None:
                 skipped[label] = f"not installed: {', '.join(missing)}"
                 continue
             start = time.perf_counter()
-            path = export_model(model_dir, pathlib.Path(scratch) / fmt, format=fmt, size=(height, width))
+            path = export_model(model_dir, pathlib.Path(scratch) / fmt, format=fmt, size=(height, width) if fmt == "tflite" else None)
             print(f"exported {fmt} in {time.perf_counter() - start:.0f} s", flush=True)
             contenders[label] = _file_runner(fmt, path, photo[None], threads)
 
