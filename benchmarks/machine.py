@@ -1,12 +1,19 @@
-"""What a benchmark ran on: CPU model, cores, memory, load, library versions — for every table
-and figure, so that numbers are never quoted without the machine that produced them."""
+"""What a benchmark ran on and what it measured: CPU model, cores, memory, load, library
+versions, and the commit of the code — for every table and figure, so that numbers are never
+quoted without the machine and the code that produced them."""
 
 from __future__ import annotations
 
 import os
+import pathlib
 import platform
+import subprocess
 
-__all__ = ["describe_machine", "machine_label"]
+__all__ = ["code_label", "describe_code", "describe_machine", "machine_label"]
+
+_REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
+# What a result depends on: the package, the configs and the benchmark scripts themselves.
+_MEASURED_PATHS = ("gcc_jax", "configs", "benchmarks")
 
 
 def _cpu_model() -> str:
@@ -64,3 +71,34 @@ def machine_label(info: dict | None = None) -> str:
         f"{info['cpu']}, {info['cores']} cores{memory}, load {info['load_1min']:.1f} at start; "
         f"jax {info['jax']} ({info['backend']}){torch}"
     )
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=_REPOSITORY, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return done.stdout.rstrip("\n")  # porcelain lines begin with a status column that may be a space
+
+
+def describe_code() -> dict:
+    """The commit of the code a benchmark measures, and whether the working tree differed from it.
+
+    Returns:
+      a JSON-able dict: ``commit`` (``git rev-parse HEAD`` of this checkout, ``None`` outside a
+      git checkout) and ``uncommitted`` (the paths under ``gcc_jax/``, ``configs/`` and
+      ``benchmarks/`` that differ from that commit, ``benchmarks/results/`` excepted; empty
+      when the commit is exactly the code that ran).
+    """
+    status = _git("status", "--porcelain", "--", *_MEASURED_PATHS, ":!benchmarks/results")
+    return {
+        "commit": _git("rev-parse", "HEAD"),
+        "uncommitted": [] if not status else [line[3:] for line in status.splitlines()],
+    }
+
+
+def code_label(code: dict | None = None) -> str:
+    """One line for a caption, e.g. ``"commit 855fb8db61"``, naming any uncommitted changes."""
+    code = code or describe_code()
+    label = f"commit {(code['commit'] or 'unknown')[:10]}"
+    return label + (f" with uncommitted changes to {', '.join(code['uncommitted'])}" if code["uncommitted"] else "")
