@@ -270,7 +270,7 @@ def save_small_png(fig, path, *, dpi: int = 72) -> None:
     Image.open(buffer).convert("RGB").quantize(colors=256).save(path, optimize=True)
 
 
-def markdown_table(rows: dict, *, gt_sparsity: float, radius: float, machine: str, command: str, code: str) -> str:
+def markdown_table(rows: dict, *, gt_sparsity: float, radius: float, machine: str, command: str) -> str:
     lines = [
         "| loss | val MAE | val RMSE | test MAE | test RMSE | threshold | precision | recall | F1 | cells < 1e-3 | train + eval time |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -287,7 +287,7 @@ def markdown_table(rows: dict, *, gt_sparsity: float, radius: float, machine: st
         f"Localization on the test split at a {radius:g} px radius, threshold chosen on validation "
         "(GL's detections moved by +4 px, its reference cell positions); "
         f"ground-truth dot maps have {100 * gt_sparsity:.1f}% empty cells. Machine: {machine}. "
-        f"Code: {code}. Command: `{command}`",
+        f"Command: `{command}`",
     ]
     return "\n".join(lines) + "\n"
 
@@ -306,9 +306,9 @@ def main(argv=None):
     parser.add_argument("--figure_images", type=int, default=3)
     args = parser.parse_args(argv)
 
-    from benchmarks.machine import code_label, describe_code, describe_machine, machine_label
+    from benchmarks.machine import describe_machine, machine_label
 
-    info, code = describe_machine(), describe_code()
+    info = describe_machine()
     machine = machine_label(info)
     print(machine, flush=True)
     workdir, out = pathlib.Path(args.workdir), pathlib.Path(args.out)
@@ -354,12 +354,9 @@ def main(argv=None):
     picks = pick_examples(first_test, args.figure_images)
     density_figure(per_loss, picks, out / "compare_losses_density.png", machine=machine)
     detections_figure(per_loss, picks[-2:], out / "compare_losses_detections.png", radius=args.radius, machine=machine)
-    table = markdown_table(
-        rows, gt_sparsity=gt_sparsity, radius=args.radius, machine=machine, command=command.strip(), code=code_label(code)
-    )
+    table = markdown_table(rows, gt_sparsity=gt_sparsity, radius=args.radius, machine=machine, command=command.strip())
     (out / "compare_losses.md").write_text(table)
     result = {
-        "code": code,
         "machine": info,
         "command": command.strip(),
         "settings": vars(args),

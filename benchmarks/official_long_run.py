@@ -61,7 +61,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.machine import code_label, describe_code, describe_machine, machine_label  # noqa: E402
+from benchmarks.machine import describe_machine, machine_label  # noqa: E402
 
 # loss -> variant name -> the loss's options (on top of the config's, i.e. the official
 # defaults), or a list of (fraction of the steps at which a phase starts, options) phases.
@@ -281,7 +281,7 @@ def rounded(value):
     return value
 
 
-def markdown(rows, *, loss: str, radius: float, machine: str, code: str, command: str) -> str:
+def markdown(rows, *, loss: str, radius: float, machine: str, command: str) -> str:
     lines = [
         "| variant | lr | implementation | final predicted / true count (train, last 10 %) | collapsed | val MAE | "
         "val mean predicted (true) | test MAE | threshold | precision | recall | F1 | cells < 1e-3 | CPU s |",
@@ -299,7 +299,7 @@ def markdown(rows, *, loss: str, radius: float, machine: str, code: str, command
     lines += [
         "",
         f"Loss {loss}. Localization on the test split at a {radius:g} px radius, threshold chosen on validation. "
-        f"Machine: {machine}. Code: {code}. Command: `{command}`",
+        f"Machine: {machine}. Command: `{command}`",
     ]
     return "\n".join(lines) + "\n"
 
@@ -367,7 +367,7 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(args.threads)
-    info, code = describe_machine(), describe_code()
+    info = describe_machine()  # with the commit measured (and whether the tree differed from it)
     machine = machine_label(info)
     command = ("python benchmarks/official_long_run.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     print(machine, flush=True)
@@ -387,13 +387,13 @@ def main(argv=None):
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if not isinstance(v, list)}), flush=True)
     info["load_1min_end"] = round(os.getloadavg()[0], 2)
-    table = markdown(rows, loss=args.loss, radius=args.radius, machine=machine, code=code_label(code), command=command)
+    table = markdown(rows, loss=args.loss, radius=args.radius, machine=machine, command=command)
     print(table)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         settings = {k: v for k, v in vars(args).items() if k != "out"}
         settings["steps_per_epoch"] = steps_per_epoch
-        result = {"code": code, "machine": info, "command": command, "settings": settings, "rows": rows}
+        result = {"machine": info, "command": command, "settings": settings, "rows": rows}
         with open(args.out, "w") as handle:
             json.dump(rounded(result), handle)
         base = os.path.splitext(args.out)[0]

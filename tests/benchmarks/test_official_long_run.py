@@ -1,19 +1,11 @@
 """benchmarks/official_long_run.py's settings (variants, phases, the study's and the official
-optimizer) and benchmarks/machine.py's record of the code a result measured. The long runs
-themselves take minutes per loss and are not run here."""
-
-import pathlib
-import shutil
-import subprocess
+optimizer). The long runs themselves take minutes per loss and are not run here."""
 
 import pytest
 
 from benchmarks import official_long_run
 from benchmarks.compare_losses import study_config
-from benchmarks.machine import code_label, describe_code
 from gcc_jax.runtime import resolve_recipe
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_background_switched_on_halfway():
@@ -53,19 +45,3 @@ def test_official_optimizer_is_the_recipe_at_the_given_rate():
     gl_args = official_long_run.parse_args(["--optimizer", "official"])
     gl = official_long_run.run_config(gl_args, {}, None, steps_per_epoch=40)
     assert (gl.optimizer.learning_rate, gl.optimizer.warmup_epochs) == (1e-5, 10)  # GL's trainer: 1e-5, warm-up
-
-
-@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="not a git checkout")
-def test_code_record_names_the_checked_out_commit():
-    git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-    head = git.stdout.strip()
-    code = describe_code()
-    assert code["commit"] == head
-    assert code_label(code).startswith(f"commit {head[:10]}")
-
-
-def test_code_label_names_uncommitted_changes():
-    code = {"commit": "0123456789abcdef", "uncommitted": ["gcc_jax/inference.py", "configs/synthetic.py"]}
-    expected = "commit 0123456789 with uncommitted changes to gcc_jax/inference.py, configs/synthetic.py"
-    assert code_label(code) == expected
-    assert code_label({"commit": None, "uncommitted": []}) == "commit unknown"
