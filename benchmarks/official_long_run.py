@@ -180,6 +180,7 @@ def run_torch(args, variant: str, config, batches, steps_per_epoch: int) -> tupl
             images = torch.from_numpy(np.ascontiguousarray(batch["image"].transpose(0, 3, 1, 2)))
             record["predicted"].append(float(network(images).sum((1, 2)).mean()))
         record["true"].append(float(batch["point_mask"].sum(1).mean()))
+        report_progress(IMPLEMENTATIONS[0], index, len(batches), record)
     record["cpu_s"] = time.process_time() - start
     state = {name: value.detach() for name, value in network.state_dict().items()}
     return record, params_from_torch(state)["params"]
@@ -218,8 +219,16 @@ def run_jax(args, variant: str, config, batches, steps_per_epoch: int) -> tuple[
         record["loss"].append(float(metrics["loss"]))
         record["predicted"].append(float(predict(state.params, jnp.asarray(batch["image"])).mean()))
         record["true"].append(float(batch["point_mask"].sum(1).mean()))
+        report_progress(IMPLEMENTATIONS[1], index, len(batches), record)
     record["cpu_s"] = time.process_time() - start
     return record, jax.device_get(state.params)
+
+
+def report_progress(implementation: str, index: int, steps: int, record: dict, *, every: int = 50) -> None:
+    """Prints a line every ``every`` steps: the step, its loss, the batch's mean predicted / true count."""
+    if (index + 1) % every == 0 or index + 1 == steps:
+        print(f"  {implementation} step {index + 1}/{steps}: loss {record['loss'][-1]:.4g}, count "
+              f"{record['predicted'][-1]:.2f} (true {record['true'][-1]:.2f})", flush=True)  # fmt: skip
 
 
 def split_records(config, params, split: str) -> list[dict]:
