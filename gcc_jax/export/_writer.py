@@ -75,8 +75,7 @@ def export_model(
 
     Raises:
       ValueError: an unknown format, a size missing for TFLite or given for StableHLO / ONNX,
-        a size that is not two positive integers, or StableHLO / ONNX of a model whose head
-        upsamples bilinearly (its weights need a static size).
+        or a size that is not two positive integers.
       FileNotFoundError: ``checkpoint`` is neither a workdir nor a model directory.
     """
     if format not in _formats.FORMATS:
@@ -90,12 +89,6 @@ def export_model(
             raise ValueError(f"size must be two positive integers (height, width), got {size!r}")
         size = (int(size[0]), int(size[1]))
     trained = open_trained_model(checkpoint, mesh=local_eval_mesh(1), which=which)
-    if size is None and trained.model.upsample != "nearest":
-        # Its interpolation weights depend on the map's size through numpy constants.
-        raise ValueError(
-            f"{checkpoint}: a model with the {trained.model.upsample!r} head (BL / DM-Count) exports only "
-            "at a fixed size: --format tflite --size HEIGHT WIDTH"
-        )
     given = {"threshold": threshold, "one_per_plateau": one_per_plateau}
     resolved = resolve_peak_settings(
         trained.checkpoint, workdir=trained.workdir, config=trained.config, given=given, step=trained.step

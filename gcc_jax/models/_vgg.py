@@ -174,6 +174,23 @@ def _linear_align_corners(x: jax.Array, axis: int, out_size: int) -> jax.Array:
     last samples coincide), interpolating between ``floor(s)`` and ``floor(s) + 1``.
     """
     n = x.shape[axis]
+    frac_shape = [1] * x.ndim
+    frac_shape[axis] = out_size
+    if not _is_concrete(n):
+        # At a symbolic size (export) the same rule traced, as an [out_size, n] matrix of the two
+        # weights per output (converters such as jax2onnx lose gathers' symbolic sizes). The
+        # scale's division happens in float32 instead of float64 and the matrix product may sum
+        # in another order, so values may differ from the static path's by round-off. n = 1
+        # needs no case of its own: every source index is then 0.
+        scale = jnp.asarray(n - 1, jnp.float32) / jnp.maximum(jnp.asarray(out_size - 1, jnp.float32), 1.0)
+        src = jax.lax.broadcasted_iota(jnp.float32, (out_size, 1), 0) * scale
+        lo = jnp.minimum(jnp.floor(src), jnp.asarray(n - 1, jnp.float32))
+        hi = jnp.minimum(lo + 1, jnp.asarray(n - 1, jnp.float32))
+        frac = src - lo
+        source = jax.lax.broadcasted_iota(jnp.float32, (1, n), 1)
+        weights = (jnp.where(source == lo, 1 - frac, 0.0) + jnp.where(source == hi, frac, 0.0)).astype(x.dtype)
+        moved = jnp.moveaxis(x, axis, -1)
+        return jnp.moveaxis(jnp.einsum("...i,oi->...o", moved, weights), -1, axis)
     if n == 1:
         return jnp.repeat(x, out_size, axis=axis)
     # Indices and weights are static (they depend on shapes only); float32 as PyTorch computes them.
@@ -181,8 +198,6 @@ def _linear_align_corners(x: jax.Array, axis: int, out_size: int) -> jax.Array:
     src = np.arange(out_size, dtype=np.float32) * scale
     lo = np.minimum(np.floor(src).astype(np.int32), n - 1)
     hi = np.minimum(lo + 1, n - 1)
-    frac_shape = [1] * x.ndim
-    frac_shape[axis] = out_size
     frac = jnp.asarray((src - lo).reshape(frac_shape), dtype=x.dtype)
     return jnp.take(x, lo, axis=axis) * (1 - frac) + jnp.take(x, hi, axis=axis) * frac
 

@@ -226,12 +226,19 @@ def test_only_tflite_takes_a_size(model_dir, tmp_path):
         export_model(model_dir, tmp_path, format="savedmodel")
 
 
-def test_a_bilinear_head_is_refused_at_symbolic_sizes(tmp_path):
+@pytest.mark.parametrize("fmt", ["stablehlo", "onnx"])
+def test_a_bilinear_head_exports_at_any_size_and_equals_predict(fmt, photos, tmp_path):
+    """BL's and DM-Count's head (×2 bilinear, align_corners) at symbolic sizes: one file, both
+    photo sizes."""
+    _needs_runtime(fmt)
     model = VGG19Density(width=WIDTH, upsample="bilinear")
-    save_variables(tmp_path / "bl", random_variables(model), {"width": WIDTH, "upsample": "bilinear"})
-    with pytest.raises(ValueError, match=r"'bilinear' head .* --format tflite --size"):
-        export_model(tmp_path / "bl", tmp_path / "out", format="stablehlo")
-    assert not (tmp_path / "out").exists()
+    model_dir = tmp_path / "bl"
+    save_variables(model_dir, random_variables(model, bias_scale=0.0, output_scale=0.02),
+                   {"width": WIDTH, "upsample": "bilinear"})  # fmt: skip
+    predictor = Predictor.from_checkpoint(model_dir, bucket=16)
+    path = export_model(model_dir, tmp_path / "out", format=fmt)
+    for image_file in photos.values():
+        _assert_same_as_predict(_run_exported(fmt, path, image_file, tmp_path), predictor, image_file)
 
 
 def _readme_snippets():
@@ -264,13 +271,20 @@ def test_readme_deploy_snippets_run(fmt, model_dir, photos, predictor, tmp_path)
     assert abs(int(heads.removesuffix(" heads")) - len(expected.points)) <= len(expected.points) // 20
 
 
-def test_model_exports_with_symbolic_sizes_and_still_checks_concrete_ones():
-    model = VGG19Density(width=WIDTH)
+@pytest.mark.parametrize("upsample", ["nearest", "bilinear"])
+def test_model_exports_with_symbolic_sizes_and_still_checks_concrete_ones(upsample):
+    model = VGG19Density(width=WIDTH, upsample=upsample)
     variables = random_variables(model)
     spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape("n, h, w, 3"), np.float32)
     exported = jax.export.export(jax.jit(model.apply))(variables, spec)
-    images = np.random.default_rng(0).standard_normal((2, 37, 50, 3)).astype(np.float32)
-    np.testing.assert_array_equal(exported.call(variables, images), jax.jit(model.apply)(variables, images))
+    for shape in [(2, 37, 50, 3), (1, 8, 8, 3)]:  # 8 x 8: a 1 x 1 map, the bilinear head's n = 1
+        images = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        found, expected = exported.call(variables, images), jax.jit(model.apply)(variables, images)
+        if upsample == "nearest":  # the same operations as at concrete sizes
+            np.testing.assert_array_equal(found, expected)
+        else:  # the bilinear weights as a matrix product: round-off through the head's convolutions
+            scale = float(np.abs(expected).max())
+            np.testing.assert_allclose(found, expected, rtol=0, atol=vgg_rtol(WIDTH) * scale)
     with pytest.raises(ValueError, match="height must be a positive integer"):
         model.apply(variables, np.zeros((1, 0, 16, 3), np.float32))
 
