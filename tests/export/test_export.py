@@ -146,9 +146,9 @@ def test_onnx_file_takes_any_size_and_equals_predict(model_dir, photos, predicto
         _assert_same_as_predict(_run_exported("onnx", path, image_file, tmp_path), predictor, image_file)
 
 
-def test_tflite_equals_predict_at_its_size(model_dir, photos, predictor, tmp_path):
+@pytest.mark.parametrize("size", [(427, 640), (768, 1024)])
+def test_tflite_equals_predict_at_its_size(model_dir, photos, predictor, tmp_path, size):
     _needs_runtime("tflite")
-    size = (427, 640)
     path = export_model(model_dir, tmp_path / "out", format="tflite", size=size)
     metadata = json.loads((tmp_path / "out" / "metadata.json").read_text())
     assert metadata["inputs"]["images"]["shape"] == [1, *size, 3]
