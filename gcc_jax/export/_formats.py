@@ -27,13 +27,14 @@ import jax
 import jax.numpy as jnp
 from jax import export
 
-__all__ = ["FORMATS", "FILE_NAMES", "write_onnx", "write_stablehlo", "write_tflite"]
+__all__ = ["FORMATS", "FILE_NAMES", "ONNX_OPSET", "write_onnx", "write_stablehlo", "write_tflite"]
 
 FORMATS = ("onnx", "tflite", "stablehlo")
 FILE_NAMES = {"onnx": "model.onnx", "tflite": "model.tflite", "stablehlo": "model.stablehlo"}
 # Platforms the StableHLO file is lowered for (jax.export multi-platform lowering).
 STABLEHLO_PLATFORMS = ("cpu", "cuda", "tpu")
-_ONNX_OPSET = 21
+# The ONNX opset of the exported files (and of predict --engine onnxruntime): ONNX Runtime 1.20+.
+ONNX_OPSET = 21
 
 
 def write_stablehlo(serve: Callable, path: pathlib.Path) -> None:
@@ -65,7 +66,7 @@ def write_onnx(serve: Callable, path: pathlib.Path, *, input_name: str, output_n
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             model = to_onnx(
-                serve, [spec], model_name="gcc_jax", opset=_ONNX_OPSET, input_names=[input_name],
+                serve, [spec], model_name="gcc_jax", opset=ONNX_OPSET, input_names=[input_name],
                 output_names=list(output_names),
             )  # fmt: skip
     finally:

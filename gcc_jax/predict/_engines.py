@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gcc_jax.export._formats import ONNX_OPSET  # the opset of gcc_jax.export's files
 from gcc_jax.runtime.mesh import batch_sharding
 from gcc_jax.runtime.model import make_predict_fn
 
@@ -34,8 +35,6 @@ __all__ = ["ENGINES", "JaxEngine", "OnnxRuntimeEngine", "make_engine"]
 
 # Names accepted by make_engine and ``python -m gcc_jax.predict --engine``.
 ENGINES = ("jax", "onnxruntime")
-# The ONNX opset of gcc_jax.export's files: ONNX Runtime 1.20 and later run it.
-_ONNX_OPSET = 21
 
 
 class JaxEngine:
@@ -110,7 +109,7 @@ class OnnxRuntimeEngine:
         )
         converted = to_onnx(
             lambda images: self._model.apply(self._variables, images),
-            [jax.ShapeDtypeStruct(shape, jnp.float32)], model_name="gcc_jax_forward", opset=_ONNX_OPSET,
+            [jax.ShapeDtypeStruct(shape, jnp.float32)], model_name="gcc_jax_forward", opset=ONNX_OPSET,
             input_names=["images"], output_names=["density"],
         )  # fmt: skip
         options = onnxruntime.SessionOptions()
